@@ -1,0 +1,147 @@
+"""A server on its own event loop in a daemon thread: for notebooks, tests and scripts.
+
+A Jupyter kernel already runs an event loop in its main thread, so ``asyncio.run`` cannot
+start another one there. A thread with a loop of its own sidesteps that without patching
+anything, and works the same in a plain script.
+
+>>> from metrics_lab import Client, serve_in_background
+>>> with serve_in_background() as server:
+...     with Client(*server.address, timeout=5) as client:
+...         client.put("cpu", 0.5, timestamp=1)
+...     server.store.read("cpu")
+[Series(key='cpu', timestamps=[1], values=[0.5])]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+from typing import Any, Self
+
+from metrics_lab.server import MetricsServer
+from metrics_lab.storage import Storage
+
+__all__ = ["BackgroundServer", "serve_in_background"]
+
+START_TIMEOUT = 10.0
+"""Seconds to wait for the thread to bind its port before giving up."""
+
+
+class BackgroundServer:
+    """A running :class:`~metrics_lab.server.MetricsServer` in a daemon thread.
+
+    Made by :func:`serve_in_background`. :meth:`stop` (or leaving the ``with`` block) stops the
+    server gracefully and joins the thread; the port is free again when it returns.
+    """
+
+    def __init__(self, server: MetricsServer) -> None:
+        self.server = server
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="metrics-lab-server", daemon=True)
+
+    def _start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT):
+            raise RuntimeError(f"the background server did not start within {START_TIMEOUT} s")
+        if self._startup_error is not None:
+            self._thread.join()
+            raise self._startup_error
+
+    def _run(self) -> None:
+        # A loop of our own, not asyncio.run(): it must not care whether the caller's thread
+        # runs a loop, or whether something patched asyncio for nested loops.
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop_requested.wait()
+        await self.server.stop()
+
+    @property
+    def host(self) -> str:
+        """The address the server is bound to."""
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        """The port the server is bound to."""
+        return self.server.port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``: ``Client(*server.address)`` connects to it."""
+        return self.server.address
+
+    @property
+    def store(self) -> Storage:
+        """The server's store (read it only while no client is writing)."""
+        return self.server.store
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is still serving."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server gracefully and wait for its thread; calling it again does nothing."""
+        loop, stop_requested = self._loop, self._stop_requested
+        if loop is None or stop_requested is None or not self._thread.is_alive():
+            return
+        try:
+            loop.call_soon_threadsafe(stop_requested.set)
+        except RuntimeError:  # the loop closed between the check and the call
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"the background server did not stop within {timeout} s")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        if self.running:
+            return f"<BackgroundServer {self.host}:{self.port} running>"
+        return "<BackgroundServer stopped>"
+
+
+def serve_in_background(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    store: Storage | None = None,
+    **server_options: Any,
+) -> BackgroundServer:
+    """Start a metrics server in a daemon thread and return once it accepts connections.
+
+    ``port=0`` picks a free port (read it back from ``.port``). ``store`` and
+    ``server_options`` go to :class:`~metrics_lab.server.MetricsServer`. Several may run side
+    by side; each stops with ``.stop()`` or at the end of a ``with`` block.
+    """
+    background = BackgroundServer(MetricsServer(host, port, store=store, **server_options))
+    background._start()
+    return background

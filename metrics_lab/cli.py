@@ -1,0 +1,176 @@
+"""The ``metrics-lab`` command: serve, put, get, demo.
+
+``main(argv)`` returns the exit status; this is the only module that chooses one. Errors a
+user can act on print one line to stderr and exit 1; argparse's usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from metrics_lab.background import serve_in_background
+from metrics_lab.client import Client
+from metrics_lab.errors import ClientError
+from metrics_lab.server import run_server
+from metrics_lab.synthetic import fleet
+from metrics_lab.wire import WireLog
+
+__all__ = ["main"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8888
+DEFAULT_TIMEOUT = 10.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (``sys.argv[1:]`` by default); return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except ClientError as exc:
+        print(f"metrics-lab: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the server could not bind, for instance
+        print(f"metrics-lab: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metrics-lab",
+        description="A metrics server and client that speak the course's text protocol.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run a metrics server until Ctrl-C")
+    _add_address(serve)
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG shows every connection (default: INFO)",
+    )
+    serve.set_defaults(run=_serve)
+
+    put = commands.add_parser("put", help="store one point")
+    put.add_argument("key", help="metric name, e.g. web1.cpu")
+    put.add_argument("value", type=_number, help="a finite number")
+    put.add_argument("timestamp", type=int, nargs="?", help="Unix seconds (default: now)")
+    _add_address(put, client=True)
+    put.set_defaults(run=_put)
+
+    get = commands.add_parser("get", help="print a key's points, or every key's with '*'")
+    get.add_argument("key", help="metric name, or '*' (quoted in the shell) for all")
+    _add_address(get, client=True)
+    get.set_defaults(run=_get)
+
+    demo = commands.add_parser("demo", help="a server, synthetic metrics in, results out")
+    demo.add_argument("--points", type=int, default=60, help="points per series (default: 60)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _add_address(parser: argparse.ArgumentParser, *, client: bool = False) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
+    if client:
+        parser.add_argument(
+            "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds (default: %(default)s)"
+        )
+
+
+def _number(text: str) -> float:
+    """Keep integers as ints so ``put load 301`` sends ``301``, as the course's client does."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level, format=log_format)
+    print(f"metrics-lab: serving on {args.host}:{args.port}; Ctrl-C stops", file=sys.stderr)
+    run_server(args.host, args.port)
+    return 0
+
+
+def _put(args: argparse.Namespace) -> int:
+    with Client(args.host, args.port, args.timeout) as client:
+        client.put(args.key, args.value, args.timestamp)
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    with Client(args.host, args.port, args.timeout) as client:
+        points = client.get(args.key)
+    rows = [
+        (key, str(timestamp), _utc(timestamp), repr(value))
+        for key, series in points.items()
+        for timestamp, value in series
+    ]
+    _print_table(("key", "timestamp", "time (UTC)", "value"), rows)
+    return 0
+
+
+def _utc(timestamp: int) -> str:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "-"  # outside what datetime can show
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    if not rows:
+        print("(no points)")
+        return
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    for row in [header, ["-" * width for width in widths], *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    points = fleet(points=args.points)
+    print(f"Starting a server in the background and sending {len(points)} synthetic points ...")
+    with serve_in_background() as server:
+        wire = WireLog()
+        with Client(*server.address, timeout=DEFAULT_TIMEOUT, wire=wire) as client:
+            started = time.perf_counter()
+            for key, value, timestamp in points:
+                client.put(key, value, timestamp)
+            elapsed = time.perf_counter() - started
+            first_put = wire.events[:2]
+            wire.clear()
+            result = client.get("*")
+    print(f"Server on {server.host}:{server.port}: {len(points)} puts in {elapsed:.2f} s.")
+    print("\nWhat the first put looked like on the wire (> sent, < received):")
+    print(WireLog(list(first_put)).transcript())
+    answer_size = sum(len(event.data) for event in wire if event.direction == "received")
+    print(f"\nThe 'get *' answer: {answer_size} bytes.")
+    print("\nSummary of what came back:")
+    rows = [
+        (
+            key,
+            str(len(series)),
+            f"{min(v for _, v in series):.2f}",
+            f"{statistics.fmean(v for _, v in series):.2f}",
+            f"{max(v for _, v in series):.2f}",
+        )
+        for key, series in result.items()
+    ]
+    _print_table(("key", "points", "min", "mean", "max"), rows)
+    stored = sum(len(series) for series in result.values())
+    verdict = "complete" if stored == len(points) else "INCOMPLETE"
+    print(f"\nRound trip {verdict}: {stored} of {len(points)} points read back.")
+    return 0 if stored == len(points) else 1

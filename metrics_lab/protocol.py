@@ -1,0 +1,481 @@
+"""The wire format, and nothing else: bytes in, objects out, no I/O.
+
+This module is the only place that knows what the metrics protocol looks like on the wire
+(the full text is ``docs/PROTOCOL.md``). The server and every client feed it bytes and get
+typed objects back, or hand it objects and get bytes to send; none of them formats or parses
+protocol text on its own.
+
+Server side::
+
+    reader = LineReader()
+    for line in reader.receive_data(b"put cpu 0.5 1\\nget cpu\\n"):
+        request = parse_request(line)        # PutRequest(...), GetRequest(...), None or raises
+
+Client side::
+
+    wire = encode_put("cpu", 0.5, 1)         # b"put cpu 0.5 1\\n"
+    answers = AnswerReader()
+    answers.receive_data(b"ok\\n\\n")
+    answers.next_answer()                    # Answer(status='ok', lines=())
+
+>>> parse_request(b"put  palm.cpu 10.5 1501864247\\r")
+PutRequest(key='palm.cpu', value=10.5, timestamp=1501864247)
+>>> encode_points_answer([("palm.cpu", [1501864247], [10.5])])
+b'ok\\npalm.cpu 10.5 1501864247\\n\\n'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, Literal
+
+from metrics_lab.errors import (
+    ClientConnectionError,
+    InvalidRequestError,
+    RemoteProtocolError,
+    RequestRejectedError,
+)
+
+__all__ = [
+    "ALL_KEYS",
+    "DEFAULT_MAX_ANSWER_SIZE",
+    "DEFAULT_MAX_LINE",
+    "ERROR_ANSWER",
+    "NEED_DATA",
+    "OK_ANSWER",
+    "Answer",
+    "AnswerReader",
+    "GetRequest",
+    "LineReader",
+    "NeedData",
+    "PutRequest",
+    "Request",
+    "WrongCommandError",
+    "check_put_answer",
+    "encode_get",
+    "encode_points_answer",
+    "encode_put",
+    "parse_get_answer",
+    "parse_request",
+]
+
+ALL_KEYS: Final = "*"
+"""The key that ``get`` reads as "every key"; it can never be stored."""
+
+DEFAULT_MAX_LINE: Final = 64 * 1024
+"""The longest request line a server accepts, in bytes, before it answers error and hangs up."""
+
+DEFAULT_MAX_ANSWER_SIZE: Final = 1024**3
+"""The largest answer a client reads before it gives up on the server (a ``get *`` of a
+million points is about 30 MB, so this leaves room for thirty times that)."""
+
+OK_ANSWER: Final = b"ok\n\n"
+ERROR_ANSWER: Final = b"error\nwrong command\n\n"
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+# Python's float() and int() also accept "1_000", " 1.5", "inf" and "nan"; the protocol does not.
+_FLOAT_LITERAL: Final = re.compile(rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INT_LITERAL: Final = re.compile(rb"[+-]?[0-9]+")
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest:
+    """``put <key> <value> <timestamp>``: store one point (replacing an equal timestamp's)."""
+
+    key: str
+    value: float
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetRequest:
+    """``get <key>``: read a key's points; ``key == ALL_KEYS`` reads every key."""
+
+    key: str
+
+
+Request = PutRequest | GetRequest
+
+
+class WrongCommandError(ValueError):
+    """A request line that the protocol does not allow; the server answers ``ERROR_ANSWER``."""
+
+
+def parse_request(line: bytes) -> Request | None:
+    """Parse one request line (without its ``\\n``) into a request.
+
+    Returns ``None`` for a line that is empty or spaces only: it is not a request and gets no
+    answer. Raises :class:`WrongCommandError` for anything else the protocol does not allow.
+
+    >>> parse_request(b"get *")
+    GetRequest(key='*')
+    >>> parse_request(b"   ") is None
+    True
+    >>> parse_request(b"PUT cpu 1 2")
+    Traceback (most recent call last):
+    ...
+    metrics_lab.protocol.WrongCommandError: unknown command b'PUT'
+    """
+    if line[-1:] == b"\r":
+        line = line[:-1]
+    fields = line.split(b" ")
+    if b"" in fields:  # runs of spaces count as one separator
+        fields = [field for field in fields if field]
+        if not fields:
+            return None
+    command = fields[0]
+    if command == b"put":
+        if len(fields) != 4:
+            raise WrongCommandError(f"put takes 3 fields, got {len(fields) - 1}")
+        key, value, timestamp = fields[1:]
+        return PutRequest(_parse_key(key), _parse_value(value), _parse_timestamp(timestamp))
+    if command == b"get":
+        if len(fields) != 2:
+            raise WrongCommandError(f"get takes 1 field, got {len(fields) - 1}")
+        # A get key that no put could have stored (bad UTF-8, say) simply matches nothing.
+        return GetRequest(fields[1].decode("utf-8", "surrogateescape"))
+    raise WrongCommandError(f"unknown command {command[:32]!r}")
+
+
+def _parse_key(raw: bytes) -> str:
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WrongCommandError("key is not UTF-8") from None
+    if key == ALL_KEYS or not key.isprintable():
+        raise WrongCommandError(f"{key!r} cannot be a key")
+    return key
+
+
+def _parse_value(raw: bytes) -> float:
+    if _FLOAT_LITERAL.fullmatch(raw) is None:
+        raise WrongCommandError(f"value {raw[:32]!r} is not a number")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise WrongCommandError(f"value {raw[:32]!r} is not finite")
+    return value
+
+
+def _parse_timestamp(raw: bytes) -> int:
+    if not raw.isdigit() and _INT_LITERAL.fullmatch(raw) is None:
+        raise WrongCommandError(f"timestamp {raw[:32]!r} is not an integer")
+    try:
+        timestamp = int(raw)
+    except ValueError:  # more digits than int() agrees to read: far outside 64 bits anyway
+        raise WrongCommandError("timestamp does not fit in 64 bits") from None
+    if not _INT64_MIN <= timestamp <= _INT64_MAX:
+        raise WrongCommandError("timestamp does not fit in 64 bits")
+    return timestamp
+
+
+class LineReader:
+    """Splits a byte stream into request lines, however the stream was cut into chunks.
+
+    ``receive_data`` returns the lines that a chunk completes and keeps the unfinished tail
+    for the next chunk. A line longer than ``max_line`` bytes sets :attr:`too_long`: the lines
+    before it are still returned, everything from it on is dropped, and the server answers
+    ``ERROR_ANSWER`` and closes the connection, so a peer cannot make the buffer grow without
+    bound.
+
+    >>> reader = LineReader()
+    >>> reader.receive_data(b"get a\\nget")
+    [b'get a']
+    >>> reader.receive_data(b" b\\n")
+    [b'get b']
+    """
+
+    __slots__ = ("_buffer", "max_line", "too_long")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self.max_line = max_line
+        self.too_long = False
+        self._buffer = b""
+
+    def receive_data(self, data: bytes) -> list[bytes]:
+        """Add ``data`` and return the complete lines it finishes, without their ``\\n``."""
+        if self.too_long:
+            return []
+        if b"\n" not in data:
+            self._buffer += data
+            if len(self._buffer) > self.max_line:
+                self._overflow()
+            return []
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()
+        if len(self._buffer) > self.max_line:
+            self._overflow()
+        for index, line in enumerate(lines):
+            if len(line) > self.max_line:
+                self._overflow()
+                return lines[:index]
+        return lines
+
+    @property
+    def pending(self) -> int:
+        """How many bytes of an unfinished line are buffered."""
+        return len(self._buffer)
+
+    def _overflow(self) -> None:
+        self.too_long = True
+        self._buffer = b""
+
+
+# --- answers, server side ----------------------------------------------------------------
+
+
+def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[float]]]) -> bytes:
+    """Encode the ``ok`` answer to a ``get``: one line per point, then the empty line.
+
+    ``series`` yields ``(key, timestamps, values)`` in the order the lines should go out
+    (keys ascending, timestamps ascending). Values are written as ``repr(float)``, the
+    shortest text that reads back to the same float.
+    """
+    parts = ["ok\n"]
+    for key, timestamps, values in series:
+        prefix = key + " "
+        pairs = zip(timestamps, values, strict=True)
+        parts.extend([f"{prefix}{value!r} {timestamp}\n" for timestamp, value in pairs])
+    parts.append("\n")
+    return "".join(parts).encode("utf-8")
+
+
+# --- requests and answers, client side ---------------------------------------------------
+
+
+def encode_put(key: str, value: float, timestamp: int) -> bytes:
+    """Encode ``put <key> <value> <timestamp>\\n``, refusing what would break the wire.
+
+    The value goes out as ``str(value)`` when that is a plain number (``301`` stays ``301``),
+    otherwise as ``repr(float(value))``. Raises :class:`InvalidRequestError` for an empty key,
+    a key with whitespace or ``*``, a value that is not a finite number, or a timestamp that is
+    not an integer in 64 bits.
+
+    >>> encode_put("load", 301, 3)
+    b'put load 301 3\\n'
+    """
+    _check_key(key, allow_all=False)
+    return f"put {key} {_value_text(value)} {_timestamp_text(timestamp)}\n".encode()
+
+
+def encode_get(key: str) -> bytes:
+    """Encode ``get <key>\\n``; ``key`` may be ``"*"`` for every key.
+
+    >>> encode_get("*")
+    b'get *\\n'
+    """
+    _check_key(key, allow_all=True)
+    return f"get {key}\n".encode()
+
+
+def _check_key(key: object, *, allow_all: bool) -> None:
+    if not isinstance(key, str):
+        raise InvalidRequestError(f"a key must be a str, not {type(key).__name__}: {key!r}")
+    if not key:
+        raise InvalidRequestError("a key cannot be empty")
+    if " " in key or not key.isprintable():
+        raise InvalidRequestError(
+            f"key {key!r} contains whitespace or a control character; "
+            "use a name like 'host1.cpu' (no spaces, tabs or newlines)"
+        )
+    if key == ALL_KEYS and not allow_all:
+        raise InvalidRequestError("'*' means 'all keys' in get; it cannot be stored as a key")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(f"key {key!r} cannot be encoded as UTF-8") from None
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, bool) or not hasattr(value, "__float__"):
+        raise InvalidRequestError(f"a value must be a number, not {type(value).__name__} {value!r}")
+    text = str(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidRequestError(f"value {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise InvalidRequestError(f"value {value!r} is not finite; only finite numbers can be sent")
+    if _FLOAT_LITERAL.fullmatch(text.encode("ascii", "replace")) is None:
+        text = repr(number)  # Decimal('1.5') or numpy scalars print differently
+    return text
+
+
+def _timestamp_text(timestamp: object) -> str:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        hint = " (use int(time.time()))" if isinstance(timestamp, float) else ""
+        raise InvalidRequestError(
+            "a timestamp must be an int of Unix seconds, "
+            f"not {type(timestamp).__name__} {timestamp!r}{hint}"
+        )
+    if not _INT64_MIN <= timestamp <= _INT64_MAX:
+        raise InvalidRequestError(f"timestamp {timestamp} does not fit in a signed 64-bit integer")
+    return str(timestamp)
+
+
+class NeedData(Enum):
+    """The type of :data:`NEED_DATA`."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+"""Returned by :meth:`AnswerReader.next_answer` while no complete answer is buffered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One answer: its status line and its data lines (without the final empty line)."""
+
+    status: Literal["ok", "error"]
+    lines: tuple[str, ...]
+
+
+class AnswerReader:
+    """Collects answers from a byte stream cut into chunks of any size.
+
+    An answer ends at the first ``\\n\\n`` (data lines are never empty); bytes after it
+    belong to the next answer and are kept. ``receive_data(b"")`` means the stream ended.
+
+    >>> reader = AnswerReader()
+    >>> reader.receive_data(b"ok\\ncpu 0.5 1\\n")
+    >>> reader.next_answer()
+    <NeedData.NEED_DATA: 'NEED_DATA'>
+    >>> reader.receive_data(b"\\nok\\n\\n")
+    >>> reader.next_answer()
+    Answer(status='ok', lines=('cpu 0.5 1',))
+    >>> reader.next_answer()
+    Answer(status='ok', lines=())
+    """
+
+    __slots__ = ("_buffer", "_ended", "_scanned", "max_answer_size")
+
+    def __init__(self, max_answer_size: int = DEFAULT_MAX_ANSWER_SIZE) -> None:
+        self.max_answer_size = max_answer_size
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer holds no "\n\n" before this offset
+        self._ended = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the server; ``b""`` means the server closed the connection."""
+        if data:
+            self._buffer += data
+        else:
+            self._ended = True
+
+    def next_answer(self) -> Answer | NeedData:
+        """Return the next complete answer, or ``NEED_DATA`` if more bytes are needed.
+
+        Raises :class:`RemoteProtocolError` if the bytes cannot be an answer or the answer grows
+        past ``max_answer_size``, and :class:`ClientConnectionError` if the stream ended
+        before the answer did.
+        """
+        end = self._buffer.find(b"\n\n", self._scanned)
+        if end < 0:
+            self._check_partial()
+            return NEED_DATA
+        raw = bytes(self._buffer[:end])
+        del self._buffer[: end + 2]
+        self._scanned = 0
+        return _parse_answer(raw)
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are not yet part of a returned answer."""
+        return len(self._buffer)
+
+    def _check_partial(self) -> None:
+        self._scanned = max(0, len(self._buffer) - 1)
+        # Fail on the first bytes that cannot begin "ok\n" or "error\n", rather than buffer
+        # a stranger's flood up to max_answer_size.
+        head = bytes(self._buffer[:6])
+        if not (b"ok\n".startswith(head[:3]) or b"error\n".startswith(head)):
+            raise RemoteProtocolError(_not_an_answer(self._buffer))
+        if len(self._buffer) > self.max_answer_size:
+            raise RemoteProtocolError(
+                f"the server sent over {self.max_answer_size} bytes without ending the answer"
+            )
+        if self._ended:
+            if self._buffer:
+                raise ClientConnectionError(
+                    "the server closed the connection in the middle of an answer "
+                    f"(after {len(self._buffer)} bytes of it): {_preview(self._buffer)}"
+                )
+            raise ClientConnectionError("the server closed the connection before answering")
+
+
+def _parse_answer(raw: bytes) -> Answer:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RemoteProtocolError(f"the server's answer is not UTF-8: {_preview(raw)}") from None
+    status, *lines = text.split("\n")
+    if status == "ok":
+        return Answer("ok", tuple(lines))
+    if status == "error":
+        return Answer("error", tuple(lines))
+    raise RemoteProtocolError(_not_an_answer(raw))
+
+
+def _not_an_answer(raw: bytes | bytearray) -> str:
+    return f"the server's answer starts with {_preview(raw)}, not 'ok' or 'error'"
+
+
+def _preview(raw: bytes | bytearray, limit: int = 60) -> str:
+    shown = bytes(raw[:limit])
+    return repr(shown) + ("..." if len(raw) > limit else "")
+
+
+def _raise_for_error(answer: Answer, request: str) -> None:
+    if answer.status == "error":
+        detail = " ".join(answer.lines)
+        raise RequestRejectedError(f"the server refused {request!r}: {detail or 'error'}", detail)
+
+
+def check_put_answer(answer: Answer, request: str = "put") -> None:
+    """Accept the answer to a ``put`` (``ok`` and no data) or raise a :class:`ClientError`."""
+    _raise_for_error(answer, request)
+    if answer.lines:
+        raise RemoteProtocolError(f"the answer to {request!r} has data lines: {answer.lines[:3]!r}")
+
+
+def parse_get_answer(answer: Answer, request: str = "get") -> dict[str, list[tuple[int, float]]]:
+    """Turn the answer to a ``get`` into ``{key: [(timestamp, value), ...]}``.
+
+    Each key's list is sorted by timestamp. Raises :class:`RequestRejectedError` for an
+    ``error`` answer and :class:`RemoteProtocolError` for a data line that is not
+    ``<key> <value> <timestamp>``.
+
+    >>> parse_get_answer(Answer("ok", ("cpu 0.4 2", "cpu 0.5 1")))
+    {'cpu': [(1, 0.5), (2, 0.4)]}
+    """
+    _raise_for_error(answer, request)
+    points: dict[str, list[tuple[int, float]]] = {}
+    for line in answer.lines:
+        try:
+            key, value, timestamp = line.split()
+            point = (int(timestamp), float(value))
+        except ValueError:
+            raise RemoteProtocolError(
+                f"the answer to {request!r} has a line that is not "
+                f"'<key> <value> <timestamp>': {line[:80]!r}"
+            ) from None
+        series = points.get(key)
+        if series is None:
+            points[key] = [point]
+        else:
+            series.append(point)
+    for series in points.values():
+        series.sort(key=_timestamp_of)
+    return points
+
+
+def _timestamp_of(point: tuple[int, float]) -> int:
+    return point[0]
