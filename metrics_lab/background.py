@@ -58,6 +58,9 @@ class BackgroundServer:
         try:
             loop.run_until_complete(self._serve())
         finally:
+            # As asyncio.run() does: cancel what is left (a connection accepted during the
+            # stop, say), and give closed transports one more turn to release their sockets.
+            loop.run_until_complete(_finish_leftovers())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -127,6 +130,15 @@ class BackgroundServer:
         if self.running:
             return f"<BackgroundServer {self.host}:{self.port} running>"
         return "<BackgroundServer stopped>"
+
+
+async def _finish_leftovers() -> None:
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
+    await asyncio.sleep(0)
 
 
 def serve_in_background(

@@ -100,8 +100,7 @@ def _number(text: str) -> float:
 def _serve(args: argparse.Namespace) -> int:
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=args.log_level, format=log_format)
-    print(f"metrics-lab: serving on {args.host}:{args.port}; Ctrl-C stops", file=sys.stderr)
-    run_server(args.host, args.port)
+    run_server(args.host, args.port)  # logs the address it bound, port 0 resolved
     return 0
 
 

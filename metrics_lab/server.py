@@ -17,7 +17,6 @@ one system call per chunk rather than one per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -58,6 +57,8 @@ class _Connection(asyncio.Protocol):
         self._peer = _format_peer(transport.get_extra_info("peername"))
         self._server._connection_opened(self)
         logger.debug("connection from %s opened", self._peer)
+        if self._server._closing:
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connection_closed(self)
@@ -191,6 +192,7 @@ class MetricsServer:
         self._all_closed = asyncio.Event()  # set while no connection is open
         self._all_closed.set()
         self._stopped = asyncio.Event()
+        self._closing = False
 
     async def start(self) -> None:
         """Bind and start accepting connections; returns once the port is open."""
@@ -202,7 +204,7 @@ class MetricsServer:
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         self._address = (str(host), int(port))
-        logger.info("serving metrics on %s:%d", self.host, self.port)
+        logger.info("serving metrics on %s:%d (Ctrl-C stops)", self.host, self.port)
 
     @property
     def host(self) -> str:
@@ -245,14 +247,21 @@ class MetricsServer:
         server, self._server = self._server, None
         if server is None:
             return
+        self._closing = True
         server.close()
+        await asyncio.sleep(0)  # connections accepted just before close() finish connecting
         for connection in list(self._connections):
             connection.close()
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(grace):
                 await self._all_closed.wait()
-        for connection in list(self._connections):
-            connection.abort()
+        except TimeoutError:
+            for connection in list(self._connections):
+                connection.abort()
+            # abort() reports the loss on the next loop turn; wait for it so no transport
+            # outlives the loop.
+            async with asyncio.timeout(1.0):
+                await self._all_closed.wait()
         await server.wait_closed()
         self._stopped.set()
         logger.info("server stopped")

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real server on 127.0.0.1 (port 0) and raw sockets to talk to it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from metrics_lab import BackgroundServer, serve_in_background
+
+TIMEOUT = 5.0
+"""Seconds any test waits for a socket before failing (never reached when things work)."""
+
+
+@pytest.fixture
+def server() -> Iterator[BackgroundServer]:
+    """A fresh in-memory server in a background thread, stopped after the test."""
+    with serve_in_background() as running:
+        yield running
+
+
+@pytest.fixture
+def raw(server: BackgroundServer) -> Iterator[socket.socket]:
+    """A plain TCP connection to ``server``, for sending exact bytes."""
+    with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+        yield sock
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    """Read ``size`` bytes (fewer only if the peer closes first)."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_answers(sock: socket.socket, count: int) -> bytes:
+    """Read until ``count`` answers (each ending in a blank line) have arrived; return the bytes.
+
+    Works byte-wise on purpose: it must not depend on the protocol module it helps to test.
+    """
+    data = b""
+    while data.count(b"\n\n") < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def unused_port() -> int:
+    """A loopback port that nobody listens on (bound for a moment, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
