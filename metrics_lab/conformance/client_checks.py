@@ -72,7 +72,7 @@ class ScriptedServer:
         self.received = bytearray()
         self.lines: list[bytes] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)  # how often the accept loop looks at the stop flag
+        self._listener.settimeout(0.01)  # how often the accept loop looks at the stop flag
         self._connections: list[socket.socket] = []
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -94,6 +94,9 @@ class ScriptedServer:
             except OSError:
                 return
             with self._lock:
+                if self._stopping.is_set():  # stop() has already closed the others
+                    connection.close()
+                    return
                 self._connections.append(connection)
                 thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
                 self._threads.append(thread)
@@ -101,7 +104,7 @@ class ScriptedServer:
 
     def _serve(self, connection: socket.socket) -> None:
         buffer = b""
-        try:
+        with connection, contextlib.suppress(OSError):  # OSError: the client left, or stop()
             connection.settimeout(None)
             while not self._stopping.is_set():
                 data = connection.recv(65536)
@@ -121,21 +124,21 @@ class ScriptedServer:
                         if index:
                             time.sleep(_CHUNK_PAUSE)  # make each piece its own segment
                         connection.sendall(chunk)
-        except OSError:
-            return  # the client went away, or stop() closed the socket
 
     def stop(self) -> None:
         """Close everything and wait (briefly) for the threads."""
-        self._stopping.set()
-        self._listener.close()
         with self._lock:
+            self._stopping.set()
             connections = list(self._connections)
+        self._listener.close()
         for connection in connections:
             # shutdown() wakes a thread blocked in recv() on this socket; close() alone may not.
             for close in (lambda c=connection: c.shutdown(socket.SHUT_RDWR), connection.close):
                 with contextlib.suppress(OSError):
                     close()
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(1.0)
 
 
@@ -567,9 +570,10 @@ def _run_bounded(check: Check[ClientContext], ctx: ClientContext, deadline: floa
     worker = threading.Thread(target=run, name=f"client-check-{check.name}", daemon=True)
     worker.start()
     worker.join(deadline)
-    ctx.stop()
+    hung = worker.is_alive()
+    ctx.stop()  # closes the scripted servers' sockets, which wakes a client stuck in recv
     worker.join(1.0)
-    if worker.is_alive() or not outcome:
+    if hung or not outcome:
         detail = f"the client did not return within {deadline:g} s (does it ignore its timeout?)"
         return CheckResult(check.name, check.description, False, detail)
     return outcome[0]

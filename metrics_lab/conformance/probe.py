@@ -85,27 +85,33 @@ class Probe:
         """
         limit = self.max_answer if max_bytes is None else max_bytes
         deadline = time.monotonic() + self.timeout
-        data = self._pending
+        data = bytearray(self._pending)
         self._pending = b""
+        found, scanned = 0, 0  # answers ended so far; where to search for the next "\n\n"
         while True:
-            end = _end_of_answers(data, count)
-            if end >= 0:
-                self._pending = data[end:]
-                return Reading(data[:end], "complete")
+            while found < count:
+                end = data.find(b"\n\n", scanned)
+                if end < 0:
+                    scanned = max(scanned, len(data) - 1)
+                    break
+                found, scanned = found + 1, end + 2
+            if found == count:
+                self._pending = bytes(data[scanned:])
+                return Reading(bytes(data[:scanned]), "complete")
             if len(data) > limit:
-                return Reading(data, "too big")
+                return Reading(bytes(data), "too big")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return Reading(data, "timeout")
+                return Reading(bytes(data), "timeout")
             self._sock.settimeout(remaining)
             try:
                 chunk = self._sock.recv(_RECV_SIZE)
             except TimeoutError:
-                return Reading(data, "timeout")
+                return Reading(bytes(data), "timeout")
             except OSError:
-                return Reading(data, "reset")
+                return Reading(bytes(data), "reset")
             if not chunk:
-                return Reading(data, "closed")
+                return Reading(bytes(data), "closed")
             data += chunk
 
     def read_nothing(self, wait: float) -> bytes:
@@ -121,22 +127,22 @@ class Probe:
     def closed_by_peer(self) -> Reading:
         """Wait (up to the timeout) for the server to close; ``ending`` says if it did."""
         deadline = time.monotonic() + self.timeout
-        data = b""
+        data = bytearray()
         while len(data) <= self.max_answer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return Reading(data, "timeout")
+                return Reading(bytes(data), "timeout")
             self._sock.settimeout(remaining)
             try:
                 chunk = self._sock.recv(_RECV_SIZE)
             except TimeoutError:
-                return Reading(data, "timeout")
+                return Reading(bytes(data), "timeout")
             except OSError:
-                return Reading(data, "reset")
+                return Reading(bytes(data), "reset")
             if not chunk:
-                return Reading(data, "closed")
+                return Reading(bytes(data), "closed")
             data += chunk
-        return Reading(data, "too big")
+        return Reading(bytes(data), "too big")
 
     def close(self) -> None:
         """Close the connection (safe to call twice)."""
@@ -152,14 +158,3 @@ class Probe:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _end_of_answers(data: bytes, count: int) -> int:
-    """The offset just past the ``count``-th ``\\n\\n`` in ``data``, or -1."""
-    end = 0
-    for _ in range(count):
-        found = data.find(b"\n\n", end)
-        if found < 0:
-            return -1
-        end = found + 2
-    return end
