@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import runpy
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,9 @@ from metrics_lab.conformance.report import CheckFailed, readable
 
 FAST = 0.5
 """Per-answer timeout for checks against the toys: they answer at once, or never."""
+
+CLIENT_FAST = 0.3
+"""The timeout given to clients under test; only the silent-server check waits it out."""
 
 ALL_SERVER_CHECKS = {check.name for check in SERVER_CHECKS}
 ERROR_CHECKS = {name for name in ALL_SERVER_CHECKS if name.startswith("error-")}
@@ -358,13 +363,13 @@ def toy_client(**faults: Any) -> type[ToyClient]:
 
 
 def test_our_client_passes_every_client_check() -> None:
-    report = check_client(Client, timeout=FAST)
+    report = check_client(Client, timeout=CLIENT_FAST)
     assert report.failed == [], report.table()
     assert len(report.results) == len(CLIENT_CHECKS) >= 15
 
 
 def test_the_right_toy_client_passes_every_client_check() -> None:
-    report = check_client(ToyClient, timeout=FAST)
+    report = check_client(ToyClient, timeout=CLIENT_FAST)
     assert report.failed == [], report.table()
 
 
@@ -383,7 +388,7 @@ BROKEN_CLIENTS = {
 def test_a_broken_client_fails_its_rule_and_no_other(name: str) -> None:
     faults, broken_rules = BROKEN_CLIENTS[name]
     assert broken_rules <= {check.name for check in CLIENT_CHECKS}
-    report = check_client(toy_client(**faults), ToyClientError, timeout=FAST)
+    report = check_client(toy_client(**faults), ToyClientError, timeout=CLIENT_FAST)
     assert set(report.failed) == broken_rules, report.table()
 
 
@@ -439,7 +444,7 @@ def test_cli_check_json_names_the_broken_rule_and_exits_1(
 
 
 def test_cli_check_client(capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["check-client", "metrics_lab.client:Client", "--timeout", str(FAST)])
+    status = main(["check-client", "metrics_lab.client:Client", "--timeout", str(CLIENT_FAST)])
     assert status == 0
     assert "checks passed" in capsys.readouterr().out
     assert main(["check-client", "no_such_module_here:Client"]) == 1
@@ -458,3 +463,21 @@ def test_readable_escapes_and_cuts() -> None:
 def test_check_failed_detail_is_one_line() -> None:
     failure = CheckFailed("why", sent=b"get a\n", expected=b"ok\n\n", got=b"")
     assert failure.detail == "why; sent 'get a\\n'; expected 'ok\\n\\n'; got ''"
+
+
+# --- notebook 06's solutions -------------------------------------------------------------
+
+
+def test_the_solutions_of_notebook_06_are_right() -> None:
+    path = Path(__file__).parent.parent / "notebooks" / "solutions" / "06_build_your_own_server.py"
+    solutions = runpy.run_path(str(path))  # not as __main__: defines, does not run
+    assert check_server_class(solutions["DictServer"]).failed == []
+    assert check_server_class(solutions["DescendingServer"]).failed == ["get-all-key-order"]
+    report = check_client(solutions["Client"], solutions["ClientError"], timeout=CLIENT_FAST)
+    assert report.failed == [], report.table()
+
+
+def check_server_class(server_class: Any) -> Any:
+    store: dict[str, Any] = {}
+    with serve_protocol_in_background(lambda: server_class(store)) as server:
+        return check_server(*server.address, timeout=FAST)

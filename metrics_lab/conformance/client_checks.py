@@ -345,7 +345,7 @@ def _put_timestamp_now(ctx: ClientContext) -> None:
     ):
         raise CheckFailed(
             "put('cpu', 0.5) must send the current time as an integer",
-            expected=f"put cpu 0.5 <{before}..{after}>\n",
+            expected=f"put cpu 0.5 <{before}..{after}>\n".encode(),
             got=sent,
         )
 

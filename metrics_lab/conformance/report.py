@@ -57,7 +57,9 @@ class CheckFailed(Exception):
         parts = [self.why]
         for label, data in (("sent", self.sent), ("expected", self.expected), ("got", self.got)):
             if data or (label == "got" and (self.sent or self.expected)):
-                parts.append(f"{label} '{readable(data)}'")
+                # Bytes are quoted here; text (already readable, maybe several pieces) is not.
+                shown = f"'{readable(data)}'" if isinstance(data, bytes) else data
+                parts.append(f"{label} {shown}")
         return "; ".join(parts)
 
 
@@ -107,12 +109,18 @@ class Report:
         line = f"{self.target}: {passed}/{total} checks passed"
         return line + (f"; failed: {', '.join(self.failed)}" if self.failed else "")
 
-    def table(self) -> str:
-        """The results as a plain-text table (rule, result, detail) and the summary line."""
+    def table(self, *, failures_only: bool = False) -> str:
+        """The results as a plain-text table (rule, result, detail) and the summary line.
+
+        ``failures_only`` leaves out the rows of the checks that passed.
+        """
         rows = [
             (result.name, "pass" if result.passed else "FAIL", result.detail or result.description)
             for result in self.results
+            if not (failures_only and result.passed)
         ]
+        if not rows:
+            return self.summary()
         return "\n".join([*_format_rows(("rule", "result", "detail"), rows), "", self.summary()])
 
     def to_json(self) -> str:

@@ -27,6 +27,7 @@ from metrics_lab.conformance.report import (
     CheckFailed,
     CheckResult,
     Report,
+    readable,
     run_check,
     select,
 )
@@ -215,7 +216,7 @@ def _timestamp_order(ctx: ServerContext) -> None:
     own = b"".join(line + b"\n" for line in own_lines(get_all(ctx, probe, "get *"), ctx.prefix))
     if own != lines.encode():
         raise CheckFailed(
-            "get * must sort by timestamp too", sent=b"get *\n", expected=lines, got=own
+            "get * must sort by timestamp too", sent=b"get *\n", expected=lines.encode(), got=own
         )
 
 
@@ -303,7 +304,7 @@ def _pipelining(ctx: ServerContext) -> None:
 
 def _split(probe: Probe, parts: Sequence[bytes], expected: bytes) -> None:
     """Send ``parts`` as separate segments, checking that no answer comes before the last."""
-    pause = min(0.1, probe.timeout / 4)
+    pause = min(0.05, probe.timeout / 4)
     for index, part in enumerate(parts[:-1]):
         send(probe, part)
         early = probe.read_nothing(pause)
@@ -312,7 +313,13 @@ def _split(probe: Probe, parts: Sequence[bytes], expected: bytes) -> None:
             raise CheckFailed(
                 "the server answered before the line was complete", sent=sent, got=early
             )
-    expect(probe, parts[-1], expected, "a request split across sends must be put back together")
+    try:
+        expect(probe, parts[-1], expected, "a request split across sends must be read as one")
+    except CheckFailed as failure:
+        pieces = " + ".join(f"'{readable(part)}'" for part in parts)
+        raise CheckFailed(
+            failure.why, sent=pieces, expected=failure.expected, got=failure.got
+        ) from None
 
 
 @server_check("split-request", "a request split across several sends is read as one line")
