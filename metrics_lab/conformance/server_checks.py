@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -466,17 +465,11 @@ def check_server(
 
     def run(check: Check[ServerContext]) -> CheckResult:
         ctx = ServerContext(host, port, timeout, f"conformance.{run_id}.{check.name}")
-        with _closing(ctx):
+        try:
             return run_check(check, ctx)
+        finally:
+            ctx.close()
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = tuple(pool.map(run, checks))
     return Report(f"server {host}:{port}", results)
-
-
-@contextmanager
-def _closing(ctx: ServerContext) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        ctx.close()
