@@ -34,6 +34,8 @@ FAST = 1.0
 CLIENT_FAST = 0.5
 """The timeout given to clients under test; only the silent-server check waits it out."""
 
+SOLUTIONS = Path(__file__).parent.parent / "notebooks" / "solutions" / "06_build_your_own_server.py"
+
 ALL_SERVER_CHECKS = {check.name for check in SERVER_CHECKS}
 ERROR_CHECKS = {name for name in ALL_SERVER_CHECKS if name.startswith("error-")}
 
@@ -427,6 +429,8 @@ def test_load_client_finds_the_class_and_its_error() -> None:
         load_client("metrics_lab.server:MetricsServer")
     with pytest.raises(ValueError, match="MODULE:CLASS"):
         load_client("metrics_lab.client")
+    client_class, error_class = load_client(f"{SOLUTIONS}:Client")  # a file path works too
+    assert (client_class.__name__, error_class.__name__) == ("Client", "ClientError")
 
 
 # --- the command line --------------------------------------------------------------------
@@ -485,8 +489,7 @@ def test_check_failed_detail_is_one_line() -> None:
 
 
 def test_the_solutions_of_notebook_06_are_right() -> None:
-    path = Path(__file__).parent.parent / "notebooks" / "solutions" / "06_build_your_own_server.py"
-    solutions = runpy.run_path(str(path))  # not as __main__: defines, does not run
+    solutions = runpy.run_path(str(SOLUTIONS))  # not as __main__: defines, does not run
     assert check_server_class(solutions["DictServer"]).failed == []
     assert check_server_class(solutions["DescendingServer"]).failed == ["get-all-key-order"]
     report = check_client(solutions["Client"], solutions["ClientError"], timeout=CLIENT_FAST)
