@@ -15,27 +15,97 @@ anything, and works the same in a plain script.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from metrics_lab.server import MetricsServer
 from metrics_lab.storage import Storage
 
-__all__ = ["BackgroundServer", "serve_in_background"]
+__all__ = [
+    "BackgroundServer",
+    "ProtocolServer",
+    "serve_in_background",
+    "serve_protocol_in_background",
+]
 
 START_TIMEOUT = 10.0
 """Seconds to wait for the thread to bind its port before giving up."""
 
 
-class BackgroundServer:
-    """A running :class:`~metrics_lab.server.MetricsServer` in a daemon thread.
+class _Servable(Protocol):
+    """What :class:`BackgroundServer` runs: something that starts, has an address, and stops."""
 
-    Made by :func:`serve_in_background`. :meth:`stop` (or leaving the ``with`` block) stops the
-    server gracefully and joins the thread; the port is free again when it returns.
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+
+class ProtocolServer:
+    """Any asyncio protocol on a TCP port, started and stopped like a MetricsServer.
+
+    For servers written elsewhere (a learner's, a deliberately broken one in the tests), so
+    they run in the background exactly as ours does. ``protocol_factory`` is what
+    ``loop.create_server`` takes: a callable returning a new ``asyncio.Protocol``.
     """
 
-    def __init__(self, server: MetricsServer) -> None:
+    def __init__(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        grace: float = 2.0,
+    ) -> None:
+        self.protocol_factory = protocol_factory
+        self.requested_host = host
+        self.requested_port = port
+        self.grace = grace
+        self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.protocol_factory, self.requested_host, self.requested_port
+        )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self._address = (str(host), int(port))
+
+    async def stop(self) -> None:
+        """Stop accepting; wait up to ``grace`` seconds for open connections to end."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        # Newer Pythons wait here for every connection, and a protocol we did not write may
+        # keep one open: the grace period bounds the wait.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.grace):
+                await server.wait_closed()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` the server is bound to."""
+        if self._address is None:
+            raise RuntimeError("the server has not been started")
+        return self._address
+
+
+class BackgroundServer:
+    """A running :class:`~metrics_lab.server.MetricsServer` (or :class:`ProtocolServer`) in a
+    daemon thread.
+
+    Made by :func:`serve_in_background` or :func:`serve_protocol_in_background`. :meth:`stop`
+    (or leaving the ``with`` block) stops the server gracefully and joins the thread; the port
+    is free again when it returns.
+    """
+
+    def __init__(self, server: _Servable) -> None:
         self.server = server
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -80,12 +150,12 @@ class BackgroundServer:
     @property
     def host(self) -> str:
         """The address the server is bound to."""
-        return self.server.host
+        return self.server.address[0]
 
     @property
     def port(self) -> int:
         """The port the server is bound to."""
-        return self.server.port
+        return self.server.address[1]
 
     @property
     def address(self) -> tuple[str, int]:
@@ -95,6 +165,8 @@ class BackgroundServer:
     @property
     def store(self) -> Storage:
         """The server's store (read it only while no client is writing)."""
+        if not isinstance(self.server, MetricsServer):
+            raise AttributeError("only a MetricsServer has a store")
         return self.server.store
 
     @property
@@ -155,5 +227,29 @@ def serve_in_background(
     by side; each stops with ``.stop()`` or at the end of a ``with`` block.
     """
     background = BackgroundServer(MetricsServer(host, port, store=store, **server_options))
+    background._start()
+    return background
+
+
+def serve_protocol_in_background(
+    protocol_factory: Callable[[], asyncio.BaseProtocol], host: str = "127.0.0.1", port: int = 0
+) -> BackgroundServer:
+    """Serve any asyncio protocol from a daemon thread, like :func:`serve_in_background`.
+
+    ``protocol_factory`` is called once per connection, on the server's own loop. Use it
+    for a server written in a notebook: the notebook's loop stays free.
+
+    >>> import asyncio
+    >>> class Hello(asyncio.Protocol):
+    ...     def connection_made(self, transport):
+    ...         transport.write(b"hello\\n")
+    ...         transport.close()
+    >>> import socket
+    >>> with serve_protocol_in_background(Hello) as server:
+    ...     with socket.create_connection(server.address, timeout=5) as sock:
+    ...         print(sock.recv(100))
+    b'hello\\n'
+    """
+    background = BackgroundServer(ProtocolServer(protocol_factory, host, port))
     background._start()
     return background

@@ -1,4 +1,4 @@
-"""The ``metrics-lab`` command: serve, put, get, demo.
+"""The ``metrics-lab`` command: serve, put, get, demo, check, check-client.
 
 ``main(argv)`` returns the exit status; this is the only module that chooses one. Errors a
 user can act on print one line to stderr and exit 1; argparse's usage errors exit 2.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
+from metrics_lab.conformance import check_client, check_server, load_client
 from metrics_lab.errors import ClientError
 from metrics_lab.server import run_server
 from metrics_lab.synthetic import fleet
@@ -74,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a server, synthetic metrics in, results out")
     demo.add_argument("--points", type=int, default=60, help="points per series (default: 60)")
     demo.set_defaults(run=_demo)
+
+    _add_check_commands(commands)
     return parser
 
 
@@ -173,3 +177,67 @@ def _demo(args: argparse.Namespace) -> int:
     verdict = "complete" if stored == len(points) else "INCOMPLETE"
     print(f"\nRound trip {verdict}: {stored} of {len(points)} points read back.")
     return 0 if stored == len(points) else 1
+
+
+# --- check, check-client: the conformance checker --------------------------------------------
+
+
+def _add_check_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    server_parser = commands.add_parser("check", help="check a running server against PROTOCOL.md")
+    server_parser.add_argument(
+        "address", type=_address, metavar="HOST:PORT", help="e.g. 127.0.0.1:8888"
+    )
+    _add_check_options(server_parser, default_timeout=2.0)
+    server_parser.set_defaults(run=_check)
+
+    client_parser = commands.add_parser(
+        "check-client", help="check a client class (MODULE:CLASS) against a scripted server"
+    )
+    client_parser.add_argument(
+        "client", metavar="MODULE:CLASS", help="e.g. my_client:Client or path/to/client.py:Client"
+    )
+    _add_check_options(client_parser, default_timeout=1.0)
+    client_parser.set_defaults(run=_check_client)
+
+
+def _add_check_options(parser: argparse.ArgumentParser, *, default_timeout: float) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=default_timeout,
+        help="seconds to wait for any one answer (default: %(default)s)",
+    )
+    parser.add_argument("--only", nargs="+", metavar="RULE", help="run only these checks")
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, like 127.0.0.1:8888, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        report = check_server(*args.address, timeout=args.timeout, only=args.only)
+    except ValueError as exc:  # an unknown --only name
+        print(f"metrics-lab: {exc}", file=sys.stderr)
+        return 1
+    print(report.to_json() if args.json else report.table())
+    return 0 if report.passed else 1
+
+
+def _check_client(args: argparse.Namespace) -> int:
+    # The learner's module usually sits in the current directory, which a console script
+    # does not put on sys.path by itself.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        client_class, error_class = load_client(args.client)
+        report = check_client(client_class, error_class, timeout=args.timeout, only=args.only)
+    except ValueError as exc:
+        print(f"metrics-lab: {exc}", file=sys.stderr)
+        return 1
+    print(report.to_json() if args.json else report.table())
+    return 0 if report.passed else 1

@@ -1,0 +1,475 @@
+"""The server checks: one per rule of ``docs/PROTOCOL.md``, run against any live server.
+
+Every check opens its own connections and writes only keys under its own prefix
+(``conformance.<run>.<check>``), so checks cannot disturb each other and can run side by
+side, and ``get *`` checks look only at their own keys' lines among whatever else the server
+holds. Expected answers are written out as literal bytes, as PROTOCOL.md shows them, never
+produced by :mod:`metrics_lab.protocol`: an encoder bug must not hide a server bug.
+
+Each check tests one rule. Where a check needs a wrong command only as a means (to see that
+the connection survives it, say), it accepts any ``error`` answer, so a wrong error text
+shows up in the ``error-*`` checks and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final
+
+from metrics_lab.conformance.probe import DEFAULT_MAX_ANSWER, Probe, Reading
+from metrics_lab.conformance.report import (
+    Check,
+    CheckFailed,
+    CheckResult,
+    Report,
+    readable,
+    run_check,
+    select,
+)
+
+__all__ = ["DEFAULT_TIMEOUT", "SERVER_CHECKS", "ServerContext", "check_server"]
+
+DEFAULT_TIMEOUT: Final = 2.0
+"""Seconds the checker waits for any one answer before it calls the server silent."""
+
+ERROR: Final = b"error\nwrong command\n\n"
+OK: Final = b"ok\n\n"
+LINE_LIMIT: Final = 64 * 1024
+"""The default request-line limit of PROTOCOL.md; the long-line check goes past it."""
+MAX_GET_ALL: Final = 64 * 1024 * 1024
+"""Bytes the checker accepts for one ``get *`` answer (a busy server holds many points)."""
+
+
+@dataclass
+class ServerContext:
+    """What a check gets: where the server is, its own key prefix, and fresh connections."""
+
+    host: str
+    port: int
+    timeout: float
+    prefix: str
+    max_answer: int = DEFAULT_MAX_ANSWER
+    max_get_all: int = MAX_GET_ALL
+    _probes: list[Probe] = field(default_factory=list)
+
+    def key(self, suffix: str = "") -> str:
+        """A key that belongs to this check alone."""
+        return self.prefix + suffix
+
+    def connect(self) -> Probe:
+        """Open a new connection to the server (closed when the check ends)."""
+        try:
+            probe = Probe(self.host, self.port, self.timeout, self.max_answer)
+        except OSError as exc:
+            raise CheckFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        self._probes.append(probe)
+        return probe
+
+    def close(self) -> None:
+        """Close every connection the check opened."""
+        for probe in self._probes:
+            probe.close()
+
+
+# --- helpers the checks share --------------------------------------------------------------
+
+
+def send(probe: Probe, data: bytes) -> None:
+    """Send ``data``, turning a failure into the check's failure."""
+    try:
+        probe.send(data)
+    except OSError as exc:
+        raise CheckFailed(f"sending failed ({exc})", sent=data) from None
+
+
+def ask(probe: Probe, request: bytes, count: int = 1, *, max_bytes: int | None = None) -> Reading:
+    """Send ``request`` and read ``count`` answers."""
+    send(probe, request)
+    return probe.read_answers(count, max_bytes=max_bytes)
+
+
+def expect(probe: Probe, request: bytes, expected: bytes, why: str, count: int = 1) -> None:
+    """Send ``request``; fail with ``why`` unless exactly ``expected`` comes back."""
+    reading = ask(probe, request, count)
+    if reading.data != expected:
+        raise CheckFailed(_because(why, reading), sent=request, expected=expected, got=reading.data)
+
+
+def expect_any_error(probe: Probe, request: bytes, why: str) -> None:
+    """Send ``request``; fail unless some ``error`` answer comes back (its text not checked)."""
+    reading = ask(probe, request)
+    if not (reading.complete and reading.data.startswith(b"error\n")):
+        raise CheckFailed(
+            _because(why, reading), sent=request, expected=b"error\n...\n\n", got=reading.data
+        )
+
+
+def _because(why: str, reading: Reading) -> str:
+    return f"{why} ({reading.describe()})" if not reading.complete else why
+
+
+def own_lines(answer: bytes, prefix: str) -> list[bytes]:
+    """The data lines of a ``get *`` answer that belong to keys under ``prefix``."""
+    # prefix + "." or " ": the prefix of check "get-all" must not match "get-all-key-order".
+    starts = ((prefix + ".").encode(), (prefix + " ").encode())
+    return [line for line in answer.split(b"\n") if line.startswith(starts)]
+
+
+def get_all(ctx: ServerContext, probe: Probe, why: str) -> bytes:
+    """Send ``get *`` and return the whole answer, failing if it is not one whole answer."""
+    request = b"get *\n"
+    reading = ask(probe, request, max_bytes=ctx.max_get_all)
+    if not (reading.complete and reading.data.startswith(b"ok\n")):
+        raise CheckFailed(
+            _because(why, reading), sent=request, expected=b"ok\n...\n\n", got=reading.data
+        )
+    return reading.data
+
+
+def put_all(probe: Probe, points: Sequence[tuple[str, str, int]]) -> None:
+    """Put ``(key, value text, timestamp)`` points one request at a time, each answered ok."""
+    for key, value, timestamp in points:
+        expect(probe, f"put {key} {value} {timestamp}\n".encode(), OK, "a put must be answered ok")
+
+
+# --- the checks ----------------------------------------------------------------------------
+
+SERVER_CHECKS: list[Check[ServerContext]] = []
+"""Every server check, in the order a report lists them."""
+
+
+def server_check(
+    name: str, description: str
+) -> Callable[[Callable[[ServerContext], None]], Callable[[ServerContext], None]]:
+    """Register the decorated function as a server check."""
+
+    def register(run: Callable[[ServerContext], None]) -> Callable[[ServerContext], None]:
+        SERVER_CHECKS.append(Check(name, description, run))
+        return run
+
+    return register
+
+
+@server_check("put-ok", "put <key> <value> <timestamp> is answered ok\\n\\n")
+def _put_ok(ctx: ServerContext) -> None:
+    expect(ctx.connect(), f"put {ctx.key()} 10.5 1501864247\n".encode(), OK, "put must answer ok")
+
+
+@server_check("get-key", "get <key> answers ok and one '<key> <value> <timestamp>' line per point")
+def _get_key(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    put_all(probe, [(key, "10.5", 1501864247)])
+    expected = f"ok\n{key} 10.5 1501864247\n\n".encode()
+    expect(probe, f"get {key}\n".encode(), expected, "get must return the stored point")
+
+
+@server_check("get-missing", "get of a key with no points answers ok\\n\\n")
+def _get_missing(ctx: ServerContext) -> None:
+    expect(ctx.connect(), f"get {ctx.key()}\n".encode(), OK, "an unknown key has no points")
+
+
+@server_check("get-all", "get * returns every key's points")
+def _get_all(ctx: ServerContext) -> None:
+    probe, one, two = ctx.connect(), ctx.key(".one"), ctx.key(".two")
+    put_all(probe, [(one, "10.5", 100), (two, "0.25", 200)])
+    answer = get_all(ctx, probe, "get * must answer ok and data lines")
+    expected = {f"{one} 10.5 100".encode(), f"{two} 0.25 200".encode()}
+    if set(own_lines(answer, ctx.prefix)) != expected:
+        raise CheckFailed(
+            "get * must include every stored point (only this check's keys are shown)",
+            sent=b"get *\n",
+            expected=b"\n".join(sorted(expected)),
+            got=b"\n".join(own_lines(answer, ctx.prefix)),
+        )
+    bad = [line for line in answer.split(b"\n")[1:-2] if len(line.split(b" ")) != 3]
+    if bad:
+        raise CheckFailed("every data line must be '<key> <value> <timestamp>'", got=bad[0])
+
+
+@server_check("get-all-key-order", "get * lists keys in ascending order")
+def _get_all_key_order(ctx: ServerContext) -> None:
+    probe = ctx.connect()
+    keys = [ctx.key(suffix) for suffix in (".c", ".a", ".B", ".b")]
+    put_all(probe, [(key, "1.5", 10) for key in keys])
+    own = own_lines(get_all(ctx, probe, "get * must answer ok and data lines"), ctx.prefix)
+    expected = [f"{key} 1.5 10".encode() for key in sorted(keys)]
+    if own != expected:
+        raise CheckFailed(
+            "keys must come in ascending order (only this check's keys are shown)",
+            sent=b"get *\n",
+            expected=b"\n".join(expected),
+            got=b"\n".join(own),
+        )
+
+
+@server_check("timestamp-order", "each key's points come in ascending timestamp order")
+def _timestamp_order(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    put_all(probe, [(key, "3.5", 300), (key, "1.5", 100), (key, "2.5", 200)])
+    lines = f"{key} 1.5 100\n{key} 2.5 200\n{key} 3.5 300\n"
+    expect(probe, f"get {key}\n".encode(), f"ok\n{lines}\n".encode(), "get must sort by timestamp")
+    own = b"".join(line + b"\n" for line in own_lines(get_all(ctx, probe, "get *"), ctx.prefix))
+    if own != lines.encode():
+        raise CheckFailed(
+            "get * must sort by timestamp too", sent=b"get *\n", expected=lines.encode(), got=own
+        )
+
+
+@server_check("overwrite", "a put with a timestamp the key already has replaces the value")
+def _overwrite(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    put_all(probe, [(key, "1.5", 100), (key, "2.5", 100)])
+    expected = f"ok\n{key} 2.5 100\n\n".encode()
+    expect(probe, f"get {key}\n".encode(), expected, "the last put for a timestamp must win")
+
+
+@server_check("value-format", "values come back as repr(float): 2 -> 2.0, 0.00001 -> 1e-05")
+def _value_format(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    put_all(probe, [(key, "2", 1), (key, "0.00001", 2), (key, "10.50", 3), (key, "-1.5e3", 4)])
+    expected = f"ok\n{key} 2.0 1\n{key} 1e-05 2\n{key} 10.5 3\n{key} -1500.0 4\n\n".encode()
+    expect(probe, f"get {key}\n".encode(), expected, "values must be written as repr(float)")
+
+
+@server_check("timestamp-range", "timestamps are any 64-bit integers: negative, 0, 2**63-1")
+def _timestamp_range(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    top = 2**63 - 1
+    # Sent in ascending order, so a server that does not sort still passes this check.
+    put_all(probe, [(key, "3.5", -(2**63)), (key, "2.5", 0), (key, "1.5", top)])
+    expected = f"ok\n{key} 3.5 {-(2**63)}\n{key} 2.5 0\n{key} 1.5 {top}\n\n".encode()
+    expect(probe, f"get {key}\n".encode(), expected, "every 64-bit timestamp must be kept")
+
+
+@server_check("case-sensitive-keys", "keys differing only in case are different keys")
+def _case_sensitive_keys(ctx: ServerContext) -> None:
+    probe, lower, upper = ctx.connect(), ctx.key(".cpu"), ctx.key(".CPU")
+    put_all(probe, [(lower, "1.5", 1), (upper, "2.5", 1)])
+    expected = f"ok\n{upper} 2.5 1\n\n".encode()
+    expect(probe, f"get {upper}\n".encode(), expected, "get must match the key's exact case")
+
+
+@server_check("utf8-key", "a key may hold any printable UTF-8 characters")
+def _utf8_key(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key(".температура.°C")
+    put_all(probe, [(key, "21.5", 1)])
+    expected = f"ok\n{key} 21.5 1\n\n".encode()
+    expect(probe, f"get {key}\n".encode(), expected, "a UTF-8 key must come back unchanged")
+
+
+@server_check("crlf", "a \\r before the \\n is ignored (nc and telnet send \\r\\n)")
+def _crlf(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    expect(probe, f"put {key} 1.5 100\r\n".encode(), OK, "put ending in \\r\\n must be answered ok")
+    expected = f"ok\n{key} 1.5 100\n\n".encode()
+    expect(probe, f"get {key}\r\n".encode(), expected, "get ending in \\r\\n must find the key")
+
+
+@server_check("spaces", "runs of spaces between fields count as one")
+def _spaces(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    expect(probe, f"put  {key}   1.5  100\n".encode(), OK, "spaced-out put must be answered ok")
+    expected = f"ok\n{key} 1.5 100\n\n".encode()
+    expect(probe, f"get   {key}\n".encode(), expected, "spaced-out get must find the key")
+
+
+@server_check("empty-line", "an empty line, or one of spaces only, gets no answer at all")
+def _empty_line(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    request = f"put {key} 1.5 100\n\n   \n".encode()
+    expect(probe, request, OK, "the put must be answered ok")
+    expected = f"ok\n{key} 1.5 100\n\n".encode()
+    # An answer to either empty line would arrive here, in place of the get's answer.
+    expect(probe, f"get {key}\n".encode(), expected, "empty lines must not be answered")
+
+
+@server_check("pipelining", "requests sent together are answered in order")
+def _pipelining(ctx: ServerContext) -> None:
+    probe, one, two, none = ctx.connect(), ctx.key(".one"), ctx.key(".two"), ctx.key(".none")
+    request = (
+        f"put {one} 1.5 1\nget {one}\nput {two} 2.5 2\nput {one} 3.5 3\n"
+        f"get {two}\nget {none}\nget {one}\n"
+    ).encode()
+    expected = (
+        f"ok\n\nok\n{one} 1.5 1\n\nok\n\nok\n\nok\n{two} 2.5 2\n\nok\n\n"
+        f"ok\n{one} 1.5 1\n{one} 3.5 3\n\n"
+    ).encode()
+    expect(probe, request, expected, "each answer must follow its request, in order", count=7)
+
+
+def _split(probe: Probe, parts: Sequence[bytes], expected: bytes) -> None:
+    """Send ``parts`` as separate segments, checking that no answer comes before the last."""
+    pause = min(0.05, probe.timeout / 4)
+    for index, part in enumerate(parts[:-1]):
+        send(probe, part)
+        early = probe.read_nothing(pause)
+        if early:
+            sent = b"".join(parts[: index + 1])
+            raise CheckFailed(
+                "the server answered before the line was complete", sent=sent, got=early
+            )
+    try:
+        expect(probe, parts[-1], expected, "a request split across sends must be read as one")
+    except CheckFailed as failure:
+        pieces = " + ".join(f"'{readable(part)}'" for part in parts)
+        raise CheckFailed(
+            failure.why, sent=pieces, expected=failure.expected, got=failure.got
+        ) from None
+
+
+@server_check("split-request", "a request split across several sends is read as one line")
+def _split_request(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key().encode()
+    _split(probe, [b"pu", b"t " + key + b" 1", b".5 10", b"0\n"], OK)
+    _split(probe, [b"ge", b"t " + key[:3], key[3:] + b"\n"], b"ok\n" + key + b" 1.5 100\n\n")
+
+
+@server_check("split-utf8", "a key's multi-byte UTF-8 character may be split across sends")
+def _split_utf8(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key(".é").encode()
+    cut = len(key) - 1  # between the two bytes of "é"
+    _split(probe, [b"put " + key[:cut], key[cut:] + b" 1.5 100\n"], OK)
+    expect(probe, b"get " + key + b"\n", b"ok\n" + key + b" 1.5 100\n\n", "key must match")
+
+
+@server_check("several-clients", "what one connection puts, every other connection gets")
+def _several_clients(ctx: ServerContext) -> None:
+    first, second, key = ctx.connect(), ctx.connect(), ctx.key()
+    put_all(first, [(key, "1.5", 1)])
+    put_all(second, [(key, "2.5", 2)])
+    expected = f"ok\n{key} 1.5 1\n{key} 2.5 2\n\n".encode()
+    for probe in (first, second, ctx.connect()):
+        expect(probe, f"get {key}\n".encode(), expected, "all connections must share the data")
+
+
+@server_check("survives-errors", "after a wrong command the connection keeps working")
+def _survives_errors(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    expect_any_error(probe, b"got it\n", "a wrong command must get an error answer")
+    put_all(probe, [(key, "1.5", 1)])
+    expect_any_error(probe, b"get\n", "a wrong command must get an error answer")
+    expected = f"ok\n{key} 1.5 1\n\n".encode()
+    expect(probe, f"get {key}\n".encode(), expected, "the connection must keep working")
+
+
+@server_check("long-line", "a line over the limit (64 KiB) gets an error answer and a close")
+def _long_line(ctx: ServerContext) -> None:
+    probe = ctx.connect()
+    request = b"get " + b"k" * (LINE_LIMIT + 1024) + b"\n"
+    # A server may close before reading it all; what it answered is still readable.
+    with contextlib.suppress(OSError):
+        probe.send(request)
+    reading = probe.closed_by_peer()
+    answered = reading.data.startswith(b"error\n") and reading.data.endswith(b"\n\n")
+    if not (answered and reading.ending in ("closed", "reset")):
+        raise CheckFailed(
+            "the server must answer error and close the connection"
+            + (" (it did not close it)" if reading.ending == "timeout" else ""),
+            sent=request,
+            expected=b"error\n...\n\n, then close",
+            got=reading.data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _WrongCommand:
+    name: str
+    description: str
+    lines: tuple[str, ...]  # templates: {key} is the check's key
+    stores: bool  # whether a lenient server would store a point under {key}
+
+
+_WRONG_COMMANDS: Final = (
+    _WrongCommand("unknown-command", "an unknown command: got", ("got {key}",), False),
+    _WrongCommand("uppercase-command", "commands are lower case: PUT", ("PUT {key} 1.5 1",), True),
+    _WrongCommand("get-without-key", "get without a key", ("get",), False),
+    _WrongCommand("get-two-keys", "get with two keys", ("get {key} {key}",), False),
+    _WrongCommand("put-too-few", "put with two fields", ("put {key} 1.5",), True),
+    _WrongCommand("put-too-many", "put with four fields", ("put {key} 1.5 1 2",), True),
+    _WrongCommand("value-not-number", "a value that is not a number", ("put {key} x 1",), True),
+    _WrongCommand(
+        "value-not-finite",
+        "a value that is nan or inf",
+        ("put {key} nan 1", "put {key} inf 1", "put {key} -inf 1"),
+        True,
+    ),
+    _WrongCommand(
+        "timestamp-not-integer",
+        "a timestamp that is not an integer",
+        ("put {key} 1.5 1.5", "put {key} 1.5 x"),
+        True,
+    ),
+    _WrongCommand(
+        "timestamp-over-64-bit",
+        "a timestamp outside 64 bits",
+        ("put {key} 1.5 9223372036854775808", "put {key} 1.5 -9223372036854775809"),
+        True,
+    ),
+    _WrongCommand("put-star-key", "* as a put key", ("put * 1.5 1",), False),
+)
+
+
+def _wrong_command_check(case: _WrongCommand) -> Callable[[ServerContext], None]:
+    def run(ctx: ServerContext) -> None:
+        key = ctx.key()
+        for template in case.lines:
+            request = (template.format(key=key) + "\n").encode()
+            # A fresh connection per line: a server that closes after an error fails
+            # survives-errors, not this check.
+            expect(ctx.connect(), request, ERROR, "must be answered error\\nwrong command\\n\\n")
+        if case.stores:
+            expect(ctx.connect(), f"get {key}\n".encode(), OK, "a wrong command must store nothing")
+
+    return run
+
+
+for _case in _WRONG_COMMANDS:
+    SERVER_CHECKS.append(
+        Check(
+            f"error-{_case.name}",
+            f"{_case.description} is answered error\\nwrong command\\n\\n",
+            _wrong_command_check(_case),
+        )
+    )
+
+
+@server_check("error-put-bad-utf8-key", "a put key that is not UTF-8 is a wrong command")
+def _bad_utf8_key(ctx: ServerContext) -> None:
+    request = b"put " + ctx.key().encode() + b".\xff\xfe 1.5 1\n"
+    expect(ctx.connect(), request, ERROR, "must be answered error\\nwrong command\\n\\n")
+
+
+# --- running them --------------------------------------------------------------------------
+
+
+def check_server(
+    host: str,
+    port: int,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    only: Sequence[str] | None = None,
+    workers: int = 8,
+) -> Report:
+    """Run the server checks against ``host:port`` and return the report.
+
+    ``timeout`` bounds every wait for an answer, so a silent or flooding server makes the run
+    slower, never endless: each check waits at most a few timeouts. ``only`` picks checks by
+    name. Checks run ``workers`` at a time, each on its own connections and keys.
+    """
+    checks = select(SERVER_CHECKS, only)
+    run_id = secrets.token_hex(4)
+
+    def run(check: Check[ServerContext]) -> CheckResult:
+        ctx = ServerContext(host, port, timeout, f"conformance.{run_id}.{check.name}")
+        try:
+            return run_check(check, ctx)
+        finally:
+            ctx.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = tuple(pool.map(run, checks))
+    return Report(f"server {host}:{port}", results)
