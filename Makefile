@@ -16,7 +16,7 @@ help:
 	@echo "make demo   run the main job: a server, synthetic metrics in, results out;"
 	@echo "            then execute every notebook into build/ (HTML, PNG figures)"
 	@echo "make test   lint, type-check and run every test, notebooks included"
-	@echo "make lab    open JupyterLab on notebooks/"
+	@echo "make lab    open JupyterLab on notebooks/ (extra options: make lab LAB_ARGS=--no-browser)"
 	@echo "make bench  run the benchmark against the baseline server"
 	@echo "make clean  remove .venv and build/"
 
@@ -46,7 +46,7 @@ test: lint typecheck
 	$(BIN)/pytest
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/metrics-lab bench

@@ -53,6 +53,8 @@ def run_notebook(
         kernel_name=KERNEL,
         timeout=cell_timeout,
         resources={"metadata": {"path": str(cwd)}},
+        # ipykernel warns on every start that its local TCP link is unencrypted; errors still show.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
     started = time.perf_counter()
     client.execute()
