@@ -14,9 +14,9 @@ This is the only module of the package that imports pandas; ``import metrics_lab
 
 >>> frame = to_frame({"cpu": [(1700000060, 0.5), (1700000000, 0.25)]})
 >>> frame[["key", "timestamp", "value"]]
-  key   timestamp  value
-0 cpu  1700000000   0.25
-1 cpu  1700000060   0.50
+   key   timestamp  value
+0  cpu  1700000000   0.25
+1  cpu  1700000060   0.50
 >>> to_points(frame)
 [('cpu', 0.25, 1700000000), ('cpu', 0.5, 1700000060)]
 """

@@ -6,6 +6,7 @@ exists. They run through ``tools/export_notebooks.py``, the code ``make demo`` u
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from tools.export_notebooks import KERNEL, run_notebook
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.py"))
+
+WARNING_LIKE = re.compile(r"Warning|Error|Traceback|WARNING|ERROR|CRITICAL")
 
 # Appended to a copy of each notebook before it runs: the chapter must have stopped every
 # background server it started (their threads carry this name).
@@ -51,12 +54,20 @@ def test_notebook_is_a_stripped_chapter(path: Path):
     assert all(not cell.outputs and cell.execution_count is None for cell in code), (
         "commit notebooks without outputs: .venv/bin/nbstripout notebooks/*.ipynb"
     )
-    first, text = notebook.cells[0], "\n".join(c.source for c in notebook.cells)
+    # A chapter: a title and what the learner will learn first; a summary and exercises last.
+    first = notebook.cells[0]
     assert first.cell_type == "markdown"
     assert first.source.startswith("# ")
-    assert "You will learn" in first.source
-    assert "## Summary" in text
-    assert "## Exercises" in text
+    assert "learn" in first.source.lower()
+    headings = [
+        line.lstrip("#").strip().lower()
+        for cell in notebook.cells
+        if cell.cell_type == "markdown"
+        for line in cell.source.splitlines()
+        if line.startswith("#")
+    ]
+    assert "summary" in headings
+    assert "exercises" in headings
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -64,14 +75,17 @@ def test_notebook_runs_cleanly_in_a_fresh_kernel(path: Path):
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(NO_SERVER_LEFT))
     run_notebook(notebook, path.parent)
-    # A warning in a kernel goes to the cell's stderr; so would an uncaught log message.
+    # Warnings and log records in a kernel go to the cell's stderr. Progress bars do too, and
+    # they are welcome, so only text that looks like a warning, an error or a log fails.
     stderr = [
         (index, output.text)
         for index, cell in enumerate(notebook.cells)
         for output in cell.get("outputs", [])
-        if output.output_type == "stream" and output.name == "stderr"
+        if output.output_type == "stream"
+        and output.name == "stderr"
+        and WARNING_LIKE.search(output.text)
     ]
-    assert stderr == [], f"cells wrote to stderr (warnings?): {stderr}"
+    assert stderr == [], f"cells wrote warnings or errors to stderr: {stderr}"
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=_ids(SOLUTIONS))
