@@ -13,9 +13,10 @@ STAMP := $(VENV)/.installed
 .PHONY: help venv demo test lint typecheck lab bench clean
 
 help:
-	@echo "make demo   run the main job: a server, synthetic metrics in, results out"
+	@echo "make demo   run the main job: a server, synthetic metrics in, results out;"
+	@echo "            then execute every notebook into build/ (HTML, PNG figures)"
 	@echo "make test   lint, type-check and run every test, notebooks included"
-	@echo "make lab    open JupyterLab on notebooks/"
+	@echo "make lab    open JupyterLab on notebooks/ (extra options: make lab LAB_ARGS=--no-browser)"
 	@echo "make bench  run the benchmark against the baseline server"
 	@echo "make clean  remove .venv and build/"
 
@@ -31,6 +32,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/metrics-lab demo
+	$(BIN)/python tools/export_notebooks.py --notebooks notebooks --build build
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -44,7 +46,7 @@ test: lint typecheck
 	$(BIN)/pytest
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/metrics-lab bench

@@ -1,0 +1,139 @@
+"""Every notebook runs top to bottom in a fresh kernel, cleanly, and is stored without outputs.
+
+Notebooks are found by globbing ``notebooks/*.ipynb``, so a new chapter is tested as soon as it
+exists. They run through ``tools/export_notebooks.py``, the code ``make demo`` uses.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tools.export_notebooks import KERNEL, run_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.py"))
+
+WARNING_LIKE = re.compile(r"Warning|Error|Traceback|WARNING|ERROR|CRITICAL")
+
+# Appended to a copy of each notebook before it runs: the chapter must have stopped every
+# background server it started (their threads carry this name).
+NO_SERVER_LEFT = """
+import threading
+left = [t.name for t in threading.enumerate() if t.name == "metrics-lab-server"]
+assert not left, f"the notebook left {len(left)} background servers running"
+"""
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [path.stem for path in paths]
+
+
+def test_the_learning_path_is_there():
+    names = {path.stem for path in NOTEBOOKS}
+    assert {
+        "01_protocol_by_hand",
+        "02_the_client",
+        "03_inside_the_asyncio_server",
+        "04_metrics_to_dataframes",
+    } <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_is_a_stripped_chapter(path: Path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata["kernelspec"]["name"] == KERNEL
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code), (
+        "commit notebooks without outputs: .venv/bin/nbstripout notebooks/*.ipynb"
+    )
+    # A chapter: a title and what the learner will learn first; a summary and exercises last.
+    first = notebook.cells[0]
+    assert first.cell_type == "markdown"
+    assert first.source.startswith("# ")
+    assert "learn" in first.source.lower()
+    headings = [
+        line.lstrip("#").strip().lower()
+        for cell in notebook.cells
+        if cell.cell_type == "markdown"
+        for line in cell.source.splitlines()
+        if line.startswith("#")
+    ]
+    assert "summary" in headings
+    assert "exercises" in headings
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_runs_cleanly_in_a_fresh_kernel(path: Path):
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(NO_SERVER_LEFT))
+    run_notebook(notebook, path.parent)
+    # Warnings and log records in a kernel go to the cell's stderr. Progress bars do too, and
+    # they are welcome, so only text that looks like a warning, an error or a log fails.
+    stderr = [
+        (index, output.text)
+        for index, cell in enumerate(notebook.cells)
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream"
+        and output.name == "stderr"
+        and WARNING_LIKE.search(output.text)
+    ]
+    assert stderr == [], f"cells wrote warnings or errors to stderr: {stderr}"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=_ids(SOLUTIONS))
+def test_solution_runs(path: Path):
+    run = subprocess.run(
+        [sys.executable, "-W", "error", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=path.parent,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+
+
+def test_export_tool_writes_notebook_html_and_figures(tmp_path: Path):
+    notebooks, build = tmp_path / "notebooks", tmp_path / "build"
+    notebooks.mkdir()
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3"}
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# A tiny chapter"),
+        nbformat.v4.new_code_cell(
+            "import matplotlib.pyplot as plt\n"
+            "fig, ax = plt.subplots()\n"
+            "ax.plot([1, 2, 3])\n"
+            "ax.set_title('a line');"
+        ),
+    ]
+    nbformat.write(notebook, notebooks / "tiny.ipynb")
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "export_notebooks.py"),
+            "--notebooks",
+            str(notebooks),
+            "--build",
+            str(build),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert run.returncode == 0, run.stderr
+    executed = nbformat.read(build / "tiny.ipynb", as_version=4)
+    assert executed.cells[1].outputs, "the executed copy keeps its outputs"
+    assert "a tiny chapter" in (build / "tiny.html").read_text(encoding="utf-8").lower()
+    [figure] = (build / "figures").glob("*.png")
+    assert figure.name == "tiny-1.png"
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert str(build.resolve()) in run.stdout

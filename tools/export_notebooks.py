@@ -1,0 +1,130 @@
+"""Execute notebooks headless and export them: executed ``.ipynb``, HTML and every figure as PNG.
+
+``make demo`` runs this after the command-line round trip::
+
+    python tools/export_notebooks.py [--notebooks notebooks] [--build build]
+
+Each ``notebooks/*.ipynb`` runs top to bottom in a fresh ``python3`` kernel, with the
+notebook's folder as working directory. The results go to ``build/<name>.ipynb``,
+``build/<name>.html`` and ``build/figures/<name>-<n>.png`` (the n-th image the notebook
+shows). Nothing here knows about metrics_lab; ``tests/test_notebooks.py`` uses
+:func:`execute_notebook` too, so ``make test`` and ``make demo`` run notebooks the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbconvert import HTMLExporter
+
+__all__ = ["Exported", "execute_notebook", "export_notebook", "main", "run_notebook"]
+
+KERNEL = "python3"
+CELL_TIMEOUT = 120
+"""Seconds any one cell may run before the notebook counts as failed (none comes close)."""
+
+
+def execute_notebook(
+    path: Path, *, cell_timeout: int = CELL_TIMEOUT
+) -> tuple[nbformat.NotebookNode, float]:
+    """Run the notebook at ``path`` in a fresh kernel; return it with outputs, and the seconds.
+
+    Raises :class:`nbclient.exceptions.CellExecutionError` at the first cell that fails.
+    """
+    notebook = nbformat.read(path, as_version=4)
+    return notebook, run_notebook(notebook, path.parent, cell_timeout=cell_timeout)
+
+
+def run_notebook(
+    notebook: nbformat.NotebookNode, cwd: Path, *, cell_timeout: int = CELL_TIMEOUT
+) -> float:
+    """Run ``notebook`` in place in a fresh kernel working in ``cwd``; return the seconds."""
+    client = NotebookClient(
+        notebook,
+        kernel_name=KERNEL,
+        timeout=cell_timeout,
+        resources={"metadata": {"path": str(cwd)}},
+        # ipykernel warns on every start that its local TCP link is unencrypted; errors still show.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+    )
+    started = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Where one notebook's results went, and how long it ran."""
+
+    notebook: Path
+    html: Path
+    figures: list[Path]
+    seconds: float
+
+
+def export_notebook(path: Path, build: Path) -> Exported:
+    """Execute ``path`` and write its executed copy, HTML and PNG figures under ``build``."""
+    notebook, seconds = execute_notebook(path)
+    figures_dir = build / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    executed = build / path.name
+    nbformat.write(notebook, executed)
+    html_body, _ = HTMLExporter().from_notebook_node(notebook)
+    html = executed.with_suffix(".html")
+    html.write_text(html_body, encoding="utf-8")
+    figures: list[Path] = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png is None:
+                continue
+            figure = figures_dir / f"{path.stem}-{len(figures) + 1}.png"
+            figure.write_bytes(base64.b64decode(png))
+            figures.append(figure)
+    return Exported(executed, html, figures, seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export every notebook; print where the results are; return 1 if any notebook failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
+    parser.add_argument("--build", type=Path, default=Path("build"))
+    args = parser.parse_args(argv)
+    paths = sorted(args.notebooks.glob("*.ipynb"))
+    if not paths:
+        print(f"no notebooks in {args.notebooks}", file=sys.stderr)
+        return 1
+    args.build.mkdir(parents=True, exist_ok=True)
+    failed = []
+    print(f"Executing {len(paths)} notebooks into {args.build}/ ...")
+    for path in paths:
+        try:
+            result = export_notebook(path, args.build)
+        except CellExecutionError as exc:
+            failed.append(path.name)
+            print(f"  FAILED {path.name}:\n{exc}", file=sys.stderr)
+            continue
+        print(
+            f"  {path.name:40} {result.seconds:5.1f} s  -> {result.html}, "
+            f"{len(result.figures)} figures"
+        )
+    figures = sorted((args.build / "figures").glob("*.png"))
+    print(f"\nExecuted notebooks and HTML: {args.build.resolve()}")
+    print(f"Figures ({len(figures)} PNG files): {(args.build / 'figures').resolve()}")
+    if failed:
+        print(f"\n{len(failed)} notebooks failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
