@@ -22,7 +22,7 @@ import logging
 import signal
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from metrics_lab.protocol import (
     ALL_KEYS,
@@ -37,9 +37,15 @@ from metrics_lab.protocol import (
 )
 from metrics_lab.storage import MemoryStore, Point, Storage
 
-__all__ = ["MetricsServer", "run_server"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "MetricsServer", "run_server"]
 
 logger = logging.getLogger("metrics_lab.server")
+
+DEFAULT_MAX_CONNECTIONS = 1000
+"""Open connections a server accepts at once; more are closed as soon as they arrive."""
+
+REFUSAL_LOG_INTERVAL = 10.0
+"""Seconds between two warnings about connections refused over the limit."""
 
 
 class _Connection(asyncio.Protocol):
@@ -51,26 +57,67 @@ class _Connection(asyncio.Protocol):
         self._reader = LineReader(server.max_line)
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
+        self._clock = asyncio.get_running_loop().time
+        self._last_line_at = 0.0  # loop time of the last complete request line (or the accept)
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
         self._peer = _format_peer(transport.get_extra_info("peername"))
+        if not self._server._admit(self._peer):
+            transport.abort()  # over the connection limit: no answer, no buffers, gone at once
+            return
+        self._transport = transport
         self._server._connection_opened(self)
         logger.debug("connection from %s opened", self._peer)
+        if self._server.idle_timeout is not None:
+            self._last_line_at = self._clock()
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self._server.idle_timeout, self._check_idle
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:
+            return  # refused in connection_made: never counted, nothing to undo
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self._server._connection_closed(self)
         if self._reader.pending:
             logger.debug("%s left mid-line (%d bytes dropped)", self._peer, self._reader.pending)
         logger.debug("connection from %s closed%s", self._peer, f": {exc}" if exc else "")
         self._transport = None
 
+    def _check_idle(self) -> None:
+        """Timer: close the connection if no request line was completed for ``idle_timeout``.
+
+        One timer per connection, re-armed for the time that is left, rather than a timer
+        reset on every chunk: a busy connection costs one float store per chunk.
+        """
+        timeout = self._server.idle_timeout
+        transport = self._transport
+        if timeout is None or transport is None:
+            return
+        idle = self._clock() - self._last_line_at
+        if idle < timeout:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                timeout - idle, self._check_idle
+            )
+            return
+        # Bytes that never finish a line do not count as activity, so a peer that trickles one
+        # byte a minute is closed too. abort(): an idle peer is owed nothing, and one that does
+        # not read its answers must not keep us waiting for its buffer to drain.
+        logger.info("%s sent no request for %.0f s; closing", self._peer, idle)
+        self._idle_timer = None
+        transport.abort()
+
     def data_received(self, data: bytes) -> None:
         transport = self._transport
         if transport is None:
             return
-        answer = self._answer(self._reader.receive_data(data))
+        lines = self._reader.receive_data(data)
+        if lines:
+            self._last_line_at = self._clock()
+        answer = self._answer(lines)
         if answer:
             transport.write(answer)
         if self._reader.too_long:
@@ -165,6 +212,12 @@ class MetricsServer:
     :class:`~metrics_lab.storage.MemoryStore` by default). Whoever creates a store closes it:
     the server never closes the store it was given.
 
+    Limits, so that no peer can exhaust the server: a request line over ``max_line`` bytes is
+    answered with the error answer and its connection closed; beyond ``max_connections`` open
+    connections a new one is closed at once (logged as a warning); with ``idle_timeout`` set,
+    a connection that completes no request line for that many seconds is closed (``None``, the
+    default, keeps quiet connections open, as notebooks want).
+
     Use it as an async context manager::
 
         async with MetricsServer(port=0) as server:
@@ -180,11 +233,21 @@ class MetricsServer:
         *,
         store: Storage | None = None,
         max_line: int = DEFAULT_MAX_LINE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float | None = None,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout}")
         self.requested_host = host
         self.requested_port = port
         self.store: Storage = MemoryStore() if store is None else store
         self.max_line = max_line
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._refused = 0  # connections refused since the last warning about it
+        self._refusal_logged_at: float | None = None
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._connections: set[_Connection] = set()
@@ -225,6 +288,24 @@ class MetricsServer:
     def connection_count(self) -> int:
         """How many clients are connected now."""
         return len(self._connections)
+
+    def _admit(self, peer: str) -> bool:
+        """Whether a new connection fits under ``max_connections``; warn (at most every
+        :data:`REFUSAL_LOG_INTERVAL` seconds, so a flood cannot flood the log) when not."""
+        if len(self._connections) < self.max_connections:
+            return True
+        self._refused += 1
+        now = asyncio.get_running_loop().time()
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+            logger.warning(
+                "connection limit (%d) reached: closed %d new connection(s), the last from %s",
+                self.max_connections,
+                self._refused,
+                peer,
+            )
+            self._refused = 0
+            self._refusal_logged_at = now
+        return False
 
     def _connection_opened(self, connection: _Connection) -> None:
         self._connections.add(connection)
@@ -279,12 +360,22 @@ class MetricsServer:
         await self.stop()
 
 
-def run_server(host: str = "127.0.0.1", port: int = 8888, *, store: Storage | None = None) -> None:
+def run_server(
+    host: str = "127.0.0.1",
+    port: int = 8888,
+    *,
+    store: Storage | None = None,
+    **server_options: Any,
+) -> None:
     """Serve metrics on ``host:port`` until Ctrl-C or SIGTERM, then stop gracefully.
 
     This is the course's entry point: ``run_server("127.0.0.1", 8888)`` blocks and serves.
+    On the signal it stops accepting, flushes the answers to every request already read,
+    closes the connections and returns (the caller then closes ``store`` if it made it).
+    ``server_options`` (``max_line``, ``max_connections``, ``idle_timeout``) go to
+    :class:`MetricsServer`.
     """
-    asyncio.run(_serve_until_signalled(MetricsServer(host, port, store=store)))
+    asyncio.run(_serve_until_signalled(MetricsServer(host, port, store=store, **server_options)))
 
 
 async def _serve_until_signalled(server: MetricsServer) -> None:
