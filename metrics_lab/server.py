@@ -44,6 +44,9 @@ logger = logging.getLogger("metrics_lab.server")
 DEFAULT_MAX_CONNECTIONS = 1000
 """Open connections a server accepts at once; more are closed as soon as they arrive."""
 
+ANSWER_BATCH = 1024 * 1024
+"""Bytes of ``get`` answers one connection builds before it checks that the peer reads them."""
+
 REFUSAL_LOG_INTERVAL = 10.0
 """Seconds between two warnings about connections refused over the limit."""
 
@@ -60,6 +63,8 @@ class _Connection(asyncio.Protocol):
         self._clock = asyncio.get_running_loop().time
         self._last_line_at = 0.0  # loop time of the last complete request line (or the accept)
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._backlog: list[bytes] = []  # request lines received but not yet answered
+        self._writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -111,16 +116,36 @@ class _Connection(asyncio.Protocol):
         transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
             return
         lines = self._reader.receive_data(data)
         if lines:
             self._last_line_at = self._clock()
-        answer = self._answer(lines)
-        if answer:
-            transport.write(answer)
-        if self._reader.too_long:
+        if self._backlog:
+            self._backlog.extend(lines)
+        else:
+            self._backlog = lines
+        self._work()
+
+    def _work(self) -> None:
+        """Answer the backlog in order, pausing while the peer does not read its answers.
+
+        ``_answer`` stops once it has built about :data:`ANSWER_BATCH` bytes, so a chunk full
+        of ``get *`` (each answer megabytes) cannot make us build gigabytes at once: when the
+        transport's buffer is full, ``pause_writing`` sets ``_writing_paused`` and the rest
+        waits in the backlog until ``resume_writing``.
+        """
+        transport = self._transport
+        if transport is None:
+            return
+        lines = self._backlog
+        start = 0
+        while start < len(lines) and not self._writing_paused:
+            answer, start = self._answer(lines, start)
+            if answer:
+                transport.write(answer)
+        self._backlog = lines[start:] if start < len(lines) else []
+        if self._reader.too_long and not self._backlog and not transport.is_closing():
             logger.warning(
                 "%s sent a line over %d bytes; answering error and closing",
                 self._peer,
@@ -129,11 +154,18 @@ class _Connection(asyncio.Protocol):
             transport.write(ERROR_ANSWER)
             transport.close()
 
-    def _answer(self, lines: list[bytes]) -> bytes:
-        """Run the requests in order and return their answers joined into one write."""
+    def _answer(self, lines: list[bytes], start: int = 0) -> tuple[bytes, int]:
+        """Run requests from ``lines[start]`` on, in order; return their answers joined into
+        one write, and the index of the first line not run (a batch ends once its answers
+        pass :data:`ANSWER_BATCH` bytes)."""
         answers: list[bytes] = []
         pending: list[Point] = []  # puts not yet in the store; flushed before any get
-        for line in lines:
+        size = 0
+        index = start
+        end = len(lines)
+        while index < end and size <= ANSWER_BATCH:
+            line = lines[index]
+            index += 1
             try:
                 request = parse_request(line)
             except WrongCommandError as exc:
@@ -149,10 +181,12 @@ class _Connection(asyncio.Protocol):
             if pending:
                 self._store_points(pending, answers)
                 pending = []
-            answers.append(self._read(request.key))
+            answer = self._read(request.key)
+            size += len(answer)
+            answers.append(answer)
         if pending:
             self._store_points(pending, answers)
-        return b"".join(answers)
+        return b"".join(answers), index
 
     def _store_points(self, points: list[Point], answers: list[bytes]) -> None:
         try:
@@ -180,12 +214,15 @@ class _Connection(asyncio.Protocol):
     # Flow control: a peer that pipelines without reading its answers fills our write buffer;
     # stop reading from it until the buffer drains, so its requests cannot grow memory.
     def pause_writing(self) -> None:
+        self._writing_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
+            self._work()
 
     def close(self) -> None:
         """Close after the answers already written have gone out."""
