@@ -69,8 +69,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._peer = _format_peer(transport.get_extra_info("peername"))
-        if not self._server._admit(self._peer):
-            transport.abort()  # over the connection limit: no answer, no buffers, gone at once
+        if self._server.stopping or not self._server._admit(self._peer):
+            transport.abort()  # over the limit or stopping: no answer, no buffers, gone at once
             return
         self._transport = transport
         self._server._connection_opened(self)
@@ -84,9 +84,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is None:
             return  # refused in connection_made: never counted, nothing to undo
+        self._server._connection_closed(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self._server._connection_closed(self)
         if self._reader.pending:
             logger.debug("%s left mid-line (%d bytes dropped)", self._peer, self._reader.pending)
         logger.debug("connection from %s closed%s", self._peer, f": {exc}" if exc else "")
@@ -344,6 +344,11 @@ class MetricsServer:
             self._refusal_logged_at = now
         return False
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` has begun (or the server never started)."""
+        return self._server is None
+
     def _connection_opened(self, connection: _Connection) -> None:
         self._connections.add(connection)
         self._all_closed.clear()
@@ -363,7 +368,12 @@ class MetricsServer:
         server, self._server = self._server, None
         if server is None:
             return
+        # A connection accepted just now is set up by a task of the loop. On CPython 3.11 a
+        # transport made after server.close() fails and leaks its socket, so let those tasks
+        # run first, and after the close let their connection_made see that we are stopping.
+        await asyncio.sleep(0)
         server.close()
+        await asyncio.sleep(0)
         for connection in list(self._connections):
             connection.close()
         with contextlib.suppress(TimeoutError):
