@@ -166,8 +166,13 @@ class Client(ClientBase):
     ``Client(host, port, timeout=None)`` connects at once with
     ``socket.create_connection((host, port), timeout)``; ``timeout`` bounds the connect and
     every wait for data (``None`` waits forever). Every failure raises a
-    :class:`~metrics_lab.errors.ClientError`; after a connection failure or a garbled answer
-    the client is closed and says so, and :meth:`reconnect` opens a fresh connection.
+    :class:`~metrics_lab.errors.ClientError`. After a connection failure, a timeout or an
+    answer that breaks the protocol the client is closed: the next call raises
+    :class:`~metrics_lab.errors.ClientConnectionError` saying so, and :meth:`reconnect` opens
+    a fresh connection (there is no automatic reconnect: a put that failed may or may not have
+    been stored, and only the caller knows whether to send it again). An ``error`` answer
+    (:class:`~metrics_lab.errors.RequestRejectedError`) leaves the connection usable. An
+    answer that never ends is cut off at ``max_answer_size`` bytes.
 
     ``wire=WireLog()`` records every chunk sent and received (see :mod:`metrics_lab.wire`).
     """
@@ -186,7 +191,7 @@ class Client(ClientBase):
         self.reconnect()
 
     def reconnect(self) -> None:
-        """Close the current connection, if any, and open a new one."""
+        """Close the current connection, if any, and open a new one (after a failure, too)."""
         self.close()
         self._start_connection()
         try:
