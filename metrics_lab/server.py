@@ -3,7 +3,12 @@
 Each connection is an :class:`asyncio.Protocol`. Its ``data_received`` hands the chunk to the
 protocol module's :class:`~metrics_lab.protocol.LineReader`, runs every complete request
 against the store, and answers the whole chunk with one write, so a pipelining client pays
-one system call per chunk rather than one per request.
+one system call per chunk rather than one per request. (A chunk whose ``get`` answers grow
+past :data:`ANSWER_BATCH` is answered in several writes, and the rest waits while the peer
+does not read: a chunk of ``get *`` cannot make the server build gigabytes.)
+
+Limits keep any one peer from exhausting the server: ``max_line``, ``max_connections`` and
+``idle_timeout`` (see :class:`MetricsServer`).
 
 >>> import asyncio
 >>> from metrics_lab import Client

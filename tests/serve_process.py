@@ -54,6 +54,18 @@ class ServeProcess:
             if found:
                 return found[1], int(found[2])
 
+    def wait_for_log(self, text: str, timeout: float = START_TIMEOUT) -> str:
+        """Return the first log line (after the start) that contains ``text``; fail if none."""
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no log line with {text!r}: {''.join(self.log)}") from None
+            if line is None:
+                raise AssertionError(f"no log line with {text!r}: {''.join(self.log)}")
+            if text in line:
+                return line
+
     @property
     def pid(self) -> int:
         return self.proc.pid
