@@ -42,7 +42,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/nbstripout --verify $(wildcard notebooks/*.ipynb)
+	$(if $(wildcard notebooks/*.ipynb),$(BIN)/nbstripout --verify $(wildcard notebooks/*.ipynb))
 	$(BIN)/pytest
 
 lab: $(STAMP)

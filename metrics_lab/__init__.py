@@ -8,6 +8,7 @@ The public API, all importable from here (pandas and matplotlib are imported onl
 - :func:`run_server`, :class:`MetricsServer`: the asyncio server (``server``)
 - :func:`serve_in_background`: a server in a thread, for notebooks and tests (``background``)
 - :class:`MemoryStore`, :class:`Storage`: where points live (``storage``)
+- :class:`SQLiteStore`, :class:`StoreOpenError`: points in an SQLite file (``sqlite_store``)
 - :class:`WireLog`: a record of the bytes a client sent and received (``wire``)
 
 The wire format itself lives in :mod:`metrics_lab.protocol`, shared by all of the above.
@@ -31,6 +32,7 @@ from metrics_lab.errors import (
     RequestRejectedError,
 )
 from metrics_lab.server import MetricsServer, run_server
+from metrics_lab.sqlite_store import SQLiteStore, StoreOpenError
 from metrics_lab.storage import MemoryStore, Series, Storage
 from metrics_lab.wire import WireEvent, WireLog
 
@@ -46,8 +48,10 @@ __all__ = [
     "MetricsServer",
     "RemoteProtocolError",
     "RequestRejectedError",
+    "SQLiteStore",
     "Series",
     "Storage",
+    "StoreOpenError",
     "WireEvent",
     "WireLog",
     "run_server",

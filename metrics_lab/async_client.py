@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -27,12 +27,15 @@ from metrics_lab.client import (
     RECV_SIZE,
     ClientBase,
     PointToPut,
+    T,
+    check_put_answers,
     check_put_many_answers,
+    get_answer_parser,
     put_many_request,
     put_request,
 )
 from metrics_lab.errors import ClientConnectionError, RemoteProtocolError
-from metrics_lab.protocol import NEED_DATA, Answer, check_put_answer, encode_get, parse_get_answer
+from metrics_lab.protocol import NEED_DATA, Answer, encode_get
 
 __all__ = ["AsyncClient"]
 
@@ -57,21 +60,20 @@ class AsyncClient(ClientBase):
 
     async def put(self, key: str, value: float, timestamp: int | None = None) -> None:
         """Store one point; see :meth:`metrics_lab.Client.put`."""
-        [answer] = await self._exchange(put_request(key, value, timestamp), 1)
-        check_put_answer(answer)
+        await self._exchange(put_request(key, value, timestamp), 1, check_put_answers)
 
     async def put_many(self, points: Iterable[PointToPut]) -> None:
         """Store a batch with one write; see :meth:`metrics_lab.Client.put_many`."""
         request, count = put_many_request(points)
         if count:
-            check_put_many_answers(await self._exchange(request, count))
+            await self._exchange(request, count, check_put_many_answers)
 
     async def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
         """Read a key, or ``"*"`` for all; see :meth:`metrics_lab.Client.get`."""
-        [answer] = await self._exchange(encode_get(key), 1)
-        return parse_get_answer(answer, f"get {key}")
+        return await self._exchange(encode_get(key), 1, get_answer_parser(key))
 
-    async def _exchange(self, request: bytes, count: int) -> list[Answer]:
+    async def _exchange(self, request: bytes, count: int, parse: Callable[[list[Answer]], T]) -> T:
+        """Write ``request``, read ``count`` answers and ``parse`` them; see ``Client``."""
         reader, writer = self._reader, self._writer
         if reader is None or writer is None:
             raise self._closed_error()
@@ -87,13 +89,13 @@ class AsyncClient(ClientBase):
                         self._received(await reader.read(RECV_SIZE))
                     else:
                         answers.append(answer)
+                return parse(answers)
         except OSError as exc:  # TimeoutError included
             await self.close()
             raise self._exchange_failed(exc) from exc
         except (RemoteProtocolError, ClientConnectionError):
             await self.close()
             raise
-        return answers
 
     async def close(self) -> None:
         """Close the connection; calls after this raise until :meth:`connect`."""

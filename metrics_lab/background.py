@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from metrics_lab.server import MetricsServer
+from metrics_lab.sqlite_store import SQLiteStore
 from metrics_lab.storage import Storage
 
 __all__ = [
@@ -105,8 +107,9 @@ class BackgroundServer:
     is free again when it returns.
     """
 
-    def __init__(self, server: _Servable) -> None:
+    def __init__(self, server: _Servable, *, owned_store: Storage | None = None) -> None:
         self.server = server
+        self._owned_store = owned_store  # made by serve_in_background(db=...): ours to close
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,6 +122,7 @@ class BackgroundServer:
             raise RuntimeError(f"the background server did not start within {START_TIMEOUT} s")
         if self._startup_error is not None:
             self._thread.join()
+            self._close_owned_store()
             raise self._startup_error
 
     def _run(self) -> None:
@@ -178,14 +182,22 @@ class BackgroundServer:
         """Stop the server gracefully and wait for its thread; calling it again does nothing."""
         loop, stop_requested = self._loop, self._stop_requested
         if loop is None or stop_requested is None or not self._thread.is_alive():
+            self._close_owned_store()
             return
         try:
             loop.call_soon_threadsafe(stop_requested.set)
         except RuntimeError:  # the loop closed between the check and the call
+            self._close_owned_store()
             return
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise RuntimeError(f"the background server did not stop within {timeout} s")
+        self._close_owned_store()
+
+    def _close_owned_store(self) -> None:
+        store, self._owned_store = self._owned_store, None
+        if store is not None:
+            store.close()
 
     def __enter__(self) -> Self:
         return self
@@ -218,15 +230,29 @@ def serve_in_background(
     port: int = 0,
     *,
     store: Storage | None = None,
+    db: str | os.PathLike[str] | None = None,
     **server_options: Any,
 ) -> BackgroundServer:
     """Start a metrics server in a daemon thread and return once it accepts connections.
 
     ``port=0`` picks a free port (read it back from ``.port``). ``store`` and
-    ``server_options`` go to :class:`~metrics_lab.server.MetricsServer`. Several may run side
-    by side; each stops with ``.stop()`` or at the end of a ``with`` block.
+    ``server_options`` go to :class:`~metrics_lab.server.MetricsServer`. ``db=PATH`` keeps
+    the points in an SQLite file instead (:class:`~metrics_lab.sqlite_store.SQLiteStore`),
+    which the background server opens now and closes when it stops; it raises
+    :class:`~metrics_lab.sqlite_store.StoreOpenError` if the file cannot be used. Several may
+    run side by side; each stops with ``.stop()`` or at the end of a ``with`` block.
     """
-    background = BackgroundServer(MetricsServer(host, port, store=store, **server_options))
+    if db is not None and store is not None:
+        raise ValueError("give serve_in_background a store or a db path, not both")
+    owned = SQLiteStore(db) if db is not None else None
+    try:
+        chosen = owned if owned is not None else store
+        server = MetricsServer(host, port, store=chosen, **server_options)
+    except BaseException:
+        if owned is not None:
+            owned.close()
+        raise
+    background = BackgroundServer(server, owned_store=owned)
     background._start()
     return background
 

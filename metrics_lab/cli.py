@@ -14,12 +14,14 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
 from metrics_lab.conformance import check_client, check_server, load_client
 from metrics_lab.errors import ClientError
-from metrics_lab.server import run_server
+from metrics_lab.server import DEFAULT_MAX_CONNECTIONS, run_server
+from metrics_lab.sqlite_store import SQLiteStore, StoreOpenError
 from metrics_lab.synthetic import fleet
 from metrics_lab.wire import WireLog
 
@@ -28,6 +30,8 @@ __all__ = ["main"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 300.0
+"""``serve`` closes connections quiet for this many seconds (the library default is never)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:  # the server could not bind, for instance
         print(f"metrics-lab: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except StoreOpenError as exc:  # serve --db: the database cannot be used
+        print(f"metrics-lab: {exc}", file=sys.stderr)
         return 1
     return status
 
@@ -59,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="DEBUG shows every connection (default: INFO)",
     )
+    _add_serve_limits(serve)
     serve.set_defaults(run=_serve)
 
     put = commands.add_parser("put", help="store one point")
@@ -90,6 +98,29 @@ def _add_address(parser: argparse.ArgumentParser, *, client: bool = False) -> No
         )
 
 
+def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help="keep the points in this SQLite file (made if missing); default: memory only",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="close new connections beyond this many open ones (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that sends no request for this long; 0 never "
+        "(default: %(default)s)",
+    )
+
+
 def _number(text: str) -> float:
     """Keep integers as ints so ``put load 301`` sends ``301``, as the course's client does."""
     try:
@@ -104,7 +135,13 @@ def _number(text: str) -> float:
 def _serve(args: argparse.Namespace) -> int:
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=args.log_level, format=log_format)
-    run_server(args.host, args.port)  # logs the address it bound, port 0 resolved
+    store = None if args.db is None else SQLiteStore(args.db)  # fails before we listen
+    limits = {"max_connections": args.max_connections, "idle_timeout": args.idle_timeout or None}
+    try:
+        run_server(args.host, args.port, store=store, **limits)
+    finally:
+        if store is not None:
+            store.close()
     return 0
 
 

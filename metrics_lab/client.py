@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from metrics_lab.errors import (
     ClientConnectionError,
@@ -41,6 +41,8 @@ from metrics_lab.wire import WireLog
 
 # ClientError is re-exported: the course imports it from the client module.
 __all__ = ["Client", "ClientBase", "ClientError", "PointToPut"]
+
+T = TypeVar("T")
 
 RECV_SIZE = 256 * 1024
 """Bytes asked of each ``recv``: large enough that a big ``get *`` takes few calls."""
@@ -128,6 +130,22 @@ def put_request(key: str, value: float, timestamp: int | None) -> bytes:
     return encode_put(key, value, int(time.time()) if timestamp is None else timestamp)
 
 
+def check_put_answers(answers: list[Answer]) -> None:
+    """Accept the answer to one put, or raise a :class:`ClientError`."""
+    [answer] = answers
+    check_put_answer(answer)
+
+
+def get_answer_parser(key: str) -> Callable[[list[Answer]], dict[str, list[tuple[int, float]]]]:
+    """What turns the answer to ``get key`` into the result (or raises)."""
+
+    def parse(answers: list[Answer]) -> dict[str, list[tuple[int, float]]]:
+        [answer] = answers
+        return parse_get_answer(answer, f"get {key}")
+
+    return parse
+
+
 def check_put_many_answers(answers: list[Answer]) -> None:
     """Accept the answers to a batch of puts, or raise for the refused ones (after reading all)."""
     refused = [index for index, answer in enumerate(answers) if answer.status == "error"]
@@ -148,8 +166,13 @@ class Client(ClientBase):
     ``Client(host, port, timeout=None)`` connects at once with
     ``socket.create_connection((host, port), timeout)``; ``timeout`` bounds the connect and
     every wait for data (``None`` waits forever). Every failure raises a
-    :class:`~metrics_lab.errors.ClientError`; after a connection failure or a garbled answer
-    the client is closed and says so, and :meth:`reconnect` opens a fresh connection.
+    :class:`~metrics_lab.errors.ClientError`. After a connection failure, a timeout or an
+    answer that breaks the protocol the client is closed: the next call raises
+    :class:`~metrics_lab.errors.ClientConnectionError` saying so, and :meth:`reconnect` opens
+    a fresh connection (there is no automatic reconnect: a put that failed may or may not have
+    been stored, and only the caller knows whether to send it again). An ``error`` answer
+    (:class:`~metrics_lab.errors.RequestRejectedError`) leaves the connection usable. An
+    answer that never ends is cut off at ``max_answer_size`` bytes.
 
     ``wire=WireLog()`` records every chunk sent and received (see :mod:`metrics_lab.wire`).
     """
@@ -168,7 +191,7 @@ class Client(ClientBase):
         self.reconnect()
 
     def reconnect(self) -> None:
-        """Close the current connection, if any, and open a new one."""
+        """Close the current connection, if any, and open a new one (after a failure, too)."""
         self.close()
         self._start_connection()
         try:
@@ -183,8 +206,7 @@ class Client(ClientBase):
         value cannot go on the wire, and another ``ClientError`` if the server does not
         answer ``ok``.
         """
-        [answer] = self._exchange(put_request(key, value, timestamp), 1)
-        check_put_answer(answer)
+        self._exchange(put_request(key, value, timestamp), 1, check_put_answers)
 
     def put_many(self, points: Iterable[PointToPut]) -> None:
         """Store many ``(key, value, timestamp)`` points with one write, then check every answer.
@@ -194,18 +216,21 @@ class Client(ClientBase):
         """
         request, count = put_many_request(points)
         if count:
-            check_put_many_answers(self._exchange(request, count))
+            self._exchange(request, count, check_put_many_answers)
 
     def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
         """Return ``{key: [(timestamp, value), ...]}`` for ``key``, or every key for ``"*"``.
 
         Each list is sorted by timestamp; a key with no points gives ``{}``.
         """
-        [answer] = self._exchange(encode_get(key), 1)
-        return parse_get_answer(answer, f"get {key}")
+        return self._exchange(encode_get(key), 1, get_answer_parser(key))
 
-    def _exchange(self, request: bytes, count: int) -> list[Answer]:
-        """Send ``request`` in one ``sendall`` and read ``count`` answers."""
+    def _exchange(self, request: bytes, count: int, parse: Callable[[list[Answer]], T]) -> T:
+        """Send ``request`` in one ``sendall``, read ``count`` answers and ``parse`` them.
+
+        A network failure or an answer that breaks the protocol (while reading or parsing)
+        closes the client before the error is raised; an ``error`` answer does not.
+        """
         sock = self._sock
         if sock is None:
             raise self._closed_error()
@@ -219,13 +244,13 @@ class Client(ClientBase):
                     self._received(sock.recv(RECV_SIZE))
                 else:
                     answers.append(answer)
+            return parse(answers)
         except OSError as exc:
             self.close()
             raise self._exchange_failed(exc) from exc
         except (RemoteProtocolError, ClientConnectionError):
             self.close()
             raise
-        return answers
 
     def close(self) -> None:
         """Close the connection; calls after this raise until :meth:`reconnect`."""

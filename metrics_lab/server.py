@@ -3,7 +3,12 @@
 Each connection is an :class:`asyncio.Protocol`. Its ``data_received`` hands the chunk to the
 protocol module's :class:`~metrics_lab.protocol.LineReader`, runs every complete request
 against the store, and answers the whole chunk with one write, so a pipelining client pays
-one system call per chunk rather than one per request.
+one system call per chunk rather than one per request. (A chunk whose ``get`` answers grow
+past :data:`ANSWER_BATCH` is answered in several writes, and the rest waits while the peer
+does not read: a chunk of ``get *`` cannot make the server build gigabytes.)
+
+Limits keep any one peer from exhausting the server: ``max_line``, ``max_connections`` and
+``idle_timeout`` (see :class:`MetricsServer`).
 
 >>> import asyncio
 >>> from metrics_lab import Client
@@ -17,11 +22,12 @@ one system call per chunk rather than one per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from metrics_lab.protocol import (
     ALL_KEYS,
@@ -36,9 +42,18 @@ from metrics_lab.protocol import (
 )
 from metrics_lab.storage import MemoryStore, Point, Storage
 
-__all__ = ["MetricsServer", "run_server"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "MetricsServer", "run_server"]
 
 logger = logging.getLogger("metrics_lab.server")
+
+DEFAULT_MAX_CONNECTIONS = 1000
+"""Open connections a server accepts at once; more are closed as soon as they arrive."""
+
+ANSWER_BATCH = 1024 * 1024
+"""Bytes of ``get`` answers one connection builds before it checks that the peer reads them."""
+
+REFUSAL_LOG_INTERVAL = 10.0
+"""Seconds between two warnings about connections refused over the limit."""
 
 
 class _Connection(asyncio.Protocol):
@@ -50,31 +65,92 @@ class _Connection(asyncio.Protocol):
         self._reader = LineReader(server.max_line)
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
+        self._clock = asyncio.get_running_loop().time
+        self._last_line_at = 0.0  # loop time of the last complete request line (or the accept)
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._backlog: list[bytes] = []  # request lines received but not yet answered
+        self._writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
         self._peer = _format_peer(transport.get_extra_info("peername"))
+        if self._server.stopping or not self._server._admit(self._peer):
+            transport.abort()  # over the limit or stopping: no answer, no buffers, gone at once
+            return
+        self._transport = transport
         self._server._connection_opened(self)
         logger.debug("connection from %s opened", self._peer)
-        if self._server._closing:
-            transport.close()
+        if self._server.idle_timeout is not None:
+            self._last_line_at = self._clock()
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self._server.idle_timeout, self._check_idle
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:
+            return  # refused in connection_made: never counted, nothing to undo
         self._server._connection_closed(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         if self._reader.pending:
             logger.debug("%s left mid-line (%d bytes dropped)", self._peer, self._reader.pending)
         logger.debug("connection from %s closed%s", self._peer, f": {exc}" if exc else "")
         self._transport = None
 
+    def _check_idle(self) -> None:
+        """Timer: close the connection if no request line was completed for ``idle_timeout``.
+
+        One timer per connection, re-armed for the time that is left, rather than a timer
+        reset on every chunk: a busy connection costs one float store per chunk.
+        """
+        timeout = self._server.idle_timeout
+        transport = self._transport
+        if timeout is None or transport is None:
+            return
+        idle = self._clock() - self._last_line_at
+        if idle < timeout:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                timeout - idle, self._check_idle
+            )
+            return
+        # Bytes that never finish a line do not count as activity, so a peer that trickles one
+        # byte a minute is closed too. abort(): an idle peer is owed nothing, and one that does
+        # not read its answers must not keep us waiting for its buffer to drain.
+        logger.info("%s sent no request for %.0f s; closing", self._peer, idle)
+        self._idle_timer = None
+        transport.abort()
+
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        lines = self._reader.receive_data(data)
+        if lines:
+            self._last_line_at = self._clock()
+        if self._backlog:
+            self._backlog.extend(lines)
+        else:
+            self._backlog = lines
+        self._work()
+
+    def _work(self) -> None:
+        """Answer the backlog in order, pausing while the peer does not read its answers.
+
+        ``_answer`` stops once it has built about :data:`ANSWER_BATCH` bytes, so a chunk full
+        of ``get *`` (each answer megabytes) cannot make us build gigabytes at once: when the
+        transport's buffer is full, ``pause_writing`` sets ``_writing_paused`` and the rest
+        waits in the backlog until ``resume_writing``.
+        """
         transport = self._transport
         if transport is None:
             return
-        answer = self._answer(self._reader.receive_data(data))
-        if answer:
-            transport.write(answer)
-        if self._reader.too_long:
+        lines = self._backlog
+        start = 0
+        while start < len(lines) and not self._writing_paused:
+            answer, start = self._answer(lines, start)
+            if answer:
+                transport.write(answer)
+        self._backlog = lines[start:] if start < len(lines) else []
+        if self._reader.too_long and not self._backlog and not transport.is_closing():
             logger.warning(
                 "%s sent a line over %d bytes; answering error and closing",
                 self._peer,
@@ -83,11 +159,18 @@ class _Connection(asyncio.Protocol):
             transport.write(ERROR_ANSWER)
             transport.close()
 
-    def _answer(self, lines: list[bytes]) -> bytes:
-        """Run the requests in order and return their answers joined into one write."""
+    def _answer(self, lines: list[bytes], start: int = 0) -> tuple[bytes, int]:
+        """Run requests from ``lines[start]`` on, in order; return their answers joined into
+        one write, and the index of the first line not run (a batch ends once its answers
+        pass :data:`ANSWER_BATCH` bytes)."""
         answers: list[bytes] = []
         pending: list[Point] = []  # puts not yet in the store; flushed before any get
-        for line in lines:
+        size = 0
+        index = start
+        end = len(lines)
+        while index < end and size <= ANSWER_BATCH:
+            line = lines[index]
+            index += 1
             try:
                 request = parse_request(line)
             except WrongCommandError as exc:
@@ -103,10 +186,12 @@ class _Connection(asyncio.Protocol):
             if pending:
                 self._store_points(pending, answers)
                 pending = []
-            answers.append(self._read(request.key))
+            answer = self._read(request.key)
+            size += len(answer)
+            answers.append(answer)
         if pending:
             self._store_points(pending, answers)
-        return b"".join(answers)
+        return b"".join(answers), index
 
     def _store_points(self, points: list[Point], answers: list[bytes]) -> None:
         try:
@@ -134,12 +219,15 @@ class _Connection(asyncio.Protocol):
     # Flow control: a peer that pipelines without reading its answers fills our write buffer;
     # stop reading from it until the buffer drains, so its requests cannot grow memory.
     def pause_writing(self) -> None:
+        self._writing_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
+            self._work()
 
     def close(self) -> None:
         """Close after the answers already written have gone out."""
@@ -166,6 +254,12 @@ class MetricsServer:
     :class:`~metrics_lab.storage.MemoryStore` by default). Whoever creates a store closes it:
     the server never closes the store it was given.
 
+    Limits, so that no peer can exhaust the server: a request line over ``max_line`` bytes is
+    answered with the error answer and its connection closed; beyond ``max_connections`` open
+    connections a new one is closed at once (logged as a warning); with ``idle_timeout`` set,
+    a connection that completes no request line for that many seconds is closed (``None``, the
+    default, keeps quiet connections open, as notebooks want).
+
     Use it as an async context manager::
 
         async with MetricsServer(port=0) as server:
@@ -181,18 +275,27 @@ class MetricsServer:
         *,
         store: Storage | None = None,
         max_line: int = DEFAULT_MAX_LINE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float | None = None,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout}")
         self.requested_host = host
         self.requested_port = port
         self.store: Storage = MemoryStore() if store is None else store
         self.max_line = max_line
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._refused = 0  # connections refused since the last warning about it
+        self._refusal_logged_at: float | None = None
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._connections: set[_Connection] = set()
         self._all_closed = asyncio.Event()  # set while no connection is open
         self._all_closed.set()
         self._stopped = asyncio.Event()
-        self._closing = False
 
     async def start(self) -> None:
         """Bind and start accepting connections; returns once the port is open."""
@@ -204,7 +307,7 @@ class MetricsServer:
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         self._address = (str(host), int(port))
-        logger.info("serving metrics on %s:%d (Ctrl-C stops)", self.host, self.port)
+        logger.info("serving metrics on %s:%d", self.host, self.port)
 
     @property
     def host(self) -> str:
@@ -228,6 +331,29 @@ class MetricsServer:
         """How many clients are connected now."""
         return len(self._connections)
 
+    def _admit(self, peer: str) -> bool:
+        """Whether a new connection fits under ``max_connections``; warn (at most every
+        :data:`REFUSAL_LOG_INTERVAL` seconds, so a flood cannot flood the log) when not."""
+        if len(self._connections) < self.max_connections:
+            return True
+        self._refused += 1
+        now = asyncio.get_running_loop().time()
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+            logger.warning(
+                "connection limit (%d) reached: closed %d new connection(s), the last from %s",
+                self.max_connections,
+                self._refused,
+                peer,
+            )
+            self._refused = 0
+            self._refusal_logged_at = now
+        return False
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` has begun (or the server never started)."""
+        return self._server is None
+
     def _connection_opened(self, connection: _Connection) -> None:
         self._connections.add(connection)
         self._all_closed.clear()
@@ -247,21 +373,19 @@ class MetricsServer:
         server, self._server = self._server, None
         if server is None:
             return
-        self._closing = True
+        # A connection accepted just now is set up by a task of the loop. On CPython 3.11 a
+        # transport made after server.close() fails and leaks its socket, so let those tasks
+        # run first, and after the close let their connection_made see that we are stopping.
+        await asyncio.sleep(0)
         server.close()
-        await asyncio.sleep(0)  # connections accepted just before close() finish connecting
+        await asyncio.sleep(0)
         for connection in list(self._connections):
             connection.close()
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self._all_closed.wait()
-        except TimeoutError:
-            for connection in list(self._connections):
-                connection.abort()
-            # abort() reports the loss on the next loop turn; wait for it so no transport
-            # outlives the loop.
-            async with asyncio.timeout(1.0):
-                await self._all_closed.wait()
+        for connection in list(self._connections):
+            connection.abort()
         await server.wait_closed()
         self._stopped.set()
         logger.info("server stopped")
@@ -288,12 +412,22 @@ class MetricsServer:
         await self.stop()
 
 
-def run_server(host: str = "127.0.0.1", port: int = 8888, *, store: Storage | None = None) -> None:
+def run_server(
+    host: str = "127.0.0.1",
+    port: int = 8888,
+    *,
+    store: Storage | None = None,
+    **server_options: Any,
+) -> None:
     """Serve metrics on ``host:port`` until Ctrl-C or SIGTERM, then stop gracefully.
 
     This is the course's entry point: ``run_server("127.0.0.1", 8888)`` blocks and serves.
+    On the signal it stops accepting, flushes the answers to every request already read,
+    closes the connections and returns (the caller then closes ``store`` if it made it).
+    ``server_options`` (``max_line``, ``max_connections``, ``idle_timeout``) go to
+    :class:`MetricsServer`.
     """
-    asyncio.run(_serve_until_signalled(MetricsServer(host, port, store=store)))
+    asyncio.run(_serve_until_signalled(MetricsServer(host, port, store=store, **server_options)))
 
 
 async def _serve_until_signalled(server: MetricsServer) -> None:
