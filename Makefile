@@ -17,7 +17,7 @@ help:
 	@echo "            then execute every notebook into build/ (HTML, PNG figures)"
 	@echo "make test   lint, type-check and run every test, notebooks included"
 	@echo "make lab    open JupyterLab on notebooks/ (extra options: make lab LAB_ARGS=--no-browser)"
-	@echo "make bench  run the benchmark against the baseline server"
+	@echo "make bench  measure durable (SQLite) ingest against the in-memory store"
 	@echo "make clean  remove .venv and build/"
 
 venv: $(STAMP)
@@ -49,7 +49,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/metrics-lab bench
+	$(BIN)/python -m benchmarks.durable
 
 clean:
 	rm -rf $(VENV) build
