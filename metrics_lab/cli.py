@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
 from metrics_lab.errors import ClientError
-from metrics_lab.server import run_server
+from metrics_lab.server import LOOP_CHOICES, run_server
 from metrics_lab.synthetic import fleet
 from metrics_lab.wire import WireLog
 
@@ -57,7 +57,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="DEBUG shows every connection (default: INFO)",
     )
+    serve.add_argument(
+        "--loop",
+        default="auto",
+        choices=LOOP_CHOICES,
+        help="event loop: uvloop where installed (auto, the default), or force one",
+    )
     serve.set_defaults(run=_serve)
+
+    bench = commands.add_parser("bench", help="benchmark this server against a baseline")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="see --help of benchmarks")
+    bench.set_defaults(run=_bench)
 
     put = commands.add_parser("put", help="store one point")
     put.add_argument("key", help="metric name, e.g. web1.cpu")
@@ -101,8 +111,24 @@ def _serve(args: argparse.Namespace) -> int:
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=args.log_level, format=log_format)
     print(f"metrics-lab: serving on {args.host}:{args.port}; Ctrl-C stops", file=sys.stderr)
-    run_server(args.host, args.port)
+    try:
+        run_server(args.host, args.port, loop=args.loop)
+    except RuntimeError as exc:  # --loop uvloop without uvloop installed
+        print(f"metrics-lab: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # Imported here: the benchmark lives outside the package (in a source checkout only) and
+    # `import metrics_lab` must not pull it in.
+    try:
+        from benchmarks.run import main as bench_main
+    except ImportError:
+        print("metrics-lab: the benchmarks package is only in a source checkout", file=sys.stderr)
+        return 1
+    status: int = bench_main(args.bench_args)
+    return status
 
 
 def _put(args: argparse.Namespace) -> int:

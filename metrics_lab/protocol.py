@@ -60,6 +60,7 @@ __all__ = [
     "encode_points_answer",
     "encode_put",
     "parse_get_answer",
+    "parse_put_block",
     "parse_request",
 ]
 
@@ -176,6 +177,66 @@ def _parse_timestamp(raw: bytes) -> int:
     return timestamp
 
 
+# One well-formed put line, anchored to a line start. The value and timestamp groups are the
+# protocol's literals above; the key group is "no space, no line end" and is validated apart.
+_PUT_LINE: Final = re.compile(
+    rb"^put ([^ \n]+)"
+    rb" ([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    rb" ([+-]?[0-9]+)\r?\n",
+    re.MULTILINE,
+)
+# Keys already validated, so a stream of puts to the same keys decodes and checks each key once.
+# Bounded: a peer inventing keys without end only makes the cache restart.
+_KNOWN_KEYS: dict[bytes, str] = {}
+_KNOWN_KEYS_LIMIT: Final = 1 << 16
+
+
+def parse_put_block(block: bytes) -> tuple[list[str], list[int], list[float]] | None:
+    """Parse a block of whole lines that are all valid puts, in one pass; else return ``None``.
+
+    ``block`` is what :meth:`LineReader.receive_block` returns: complete lines, each ended by
+    ``\n``. When every line is a put that :func:`parse_request` would accept, the result is
+    ``(keys, timestamps, values)`` in line order, exactly what it would have produced line by
+    line. Anything else (a get, an empty line, one invalid field) gives ``None``, and the caller
+    parses the block line by line instead. This is the server's fast path for pipelined puts.
+
+    >>> parse_put_block(b"put cpu 0.5 1\\nput cpu 0.25 2\\r\\n")
+    (['cpu', 'cpu'], [1, 2], [0.5, 0.25])
+    >>> parse_put_block(b"put cpu 0.5 1\\nget cpu\\n") is None
+    True
+    """
+    matches = _PUT_LINE.findall(block)
+    # Each match is one whole line (anchored at a line start, ended by its "\n"), so as many
+    # matches as line ends means every line matched.
+    if not matches or len(matches) != block.count(b"\n"):
+        return None
+    raw_keys, raw_values, raw_timestamps = zip(*matches, strict=True)
+    values = list(map(float, raw_values))
+    try:
+        timestamps = list(map(int, raw_timestamps))
+    except ValueError:  # more digits than int() agrees to read
+        return None
+    # The literals are numbers by construction; what is left to check is range and finiteness.
+    # (A sum that overflows sends finite values to the slow path too, which is merely slower.)
+    if not (min(timestamps) >= _INT64_MIN and max(timestamps) <= _INT64_MAX):
+        return None
+    if not math.isfinite(sum(values)):
+        return None
+    known = _KNOWN_KEYS
+    try:
+        keys = [known[raw] for raw in raw_keys]
+    except KeyError:
+        if len(known) > _KNOWN_KEYS_LIMIT:
+            known.clear()
+        try:
+            for raw in set(raw_keys).difference(known):
+                known[raw] = _parse_key(raw)
+        except WrongCommandError:
+            return None
+        keys = [known[raw] for raw in raw_keys]
+    return keys, timestamps, values
+
+
 class LineReader:
     """Splits a byte stream into request lines, however the stream was cut into chunks.
 
@@ -201,22 +262,34 @@ class LineReader:
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Add ``data`` and return the complete lines it finishes, without their ``\\n``."""
+        block = self.receive_block(data)
+        return block.split(b"\n")[:-1] if block else []
+
+    def receive_block(self, data: bytes) -> bytes:
+        """Add ``data`` and return the complete lines it finishes as one block.
+
+        The block is ``b""`` or whole lines each ended by ``\\n``: the same lines as
+        :meth:`receive_data` gives, not yet split, so a fast path can parse them all at once.
+        """
         if self.too_long:
-            return []
-        if b"\n" not in data:
+            return b""
+        end = data.rfind(b"\n") + 1
+        if not end:
             self._buffer += data
             if len(self._buffer) > self.max_line:
                 self._overflow()
-            return []
-        lines = (self._buffer + data).split(b"\n")
-        self._buffer = lines.pop()
+            return b""
+        block = self._buffer + data[:end] if self._buffer else data[:end]
+        self._buffer = data[end:]
         if len(self._buffer) > self.max_line:
             self._overflow()
-        for index, line in enumerate(lines):
-            if len(line) > self.max_line:
+        if len(block) > self.max_line:
+            lines = block.split(b"\n")
+            if max(map(len, lines)) > self.max_line:
                 self._overflow()
-                return lines[:index]
-        return lines
+                kept = next(i for i, line in enumerate(lines) if len(line) > self.max_line)
+                return b"".join(line + b"\n" for line in lines[:kept])
+        return block
 
     @property
     def pending(self) -> int:

@@ -22,7 +22,7 @@ import logging
 import signal
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 from metrics_lab.protocol import (
     ALL_KEYS,
@@ -33,11 +33,12 @@ from metrics_lab.protocol import (
     PutRequest,
     WrongCommandError,
     encode_points_answer,
+    parse_put_block,
     parse_request,
 )
 from metrics_lab.storage import MemoryStore, Point, Storage
 
-__all__ = ["MetricsServer", "run_server"]
+__all__ = ["LOOP_CHOICES", "MetricsServer", "event_loop_factory", "run_server"]
 
 logger = logging.getLogger("metrics_lab.server")
 
@@ -70,9 +71,9 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        answer = self._answer(self._reader.receive_data(data))
-        if answer:
-            transport.write(answer)
+        block = self._reader.receive_block(data)
+        if block:
+            transport.write(self._answer_block(block))
         if self._reader.too_long:
             logger.warning(
                 "%s sent a line over %d bytes; answering error and closing",
@@ -81,6 +82,21 @@ class _Connection(asyncio.Protocol):
             )
             transport.write(ERROR_ANSWER)
             transport.close()
+
+    def _answer_block(self, block: bytes) -> bytes:
+        """Answer a block of whole request lines; all puts (the pipelined case) go at once."""
+        batch = parse_put_block(block)
+        if batch is None:
+            return self._answer(block.split(b"\n")[:-1])
+        keys, timestamps, values = batch
+        try:
+            self._store.put_many(zip(keys, timestamps, values, strict=True))
+        except Exception:
+            logger.warning(
+                "%s: the store failed to take %d points", self._peer, len(keys), exc_info=True
+            )
+            return ERROR_ANSWER * len(keys)
+        return OK_ANSWER * len(keys)
 
     def _answer(self, lines: list[bytes]) -> bytes:
         """Run the requests in order and return their answers joined into one write."""
@@ -279,12 +295,48 @@ class MetricsServer:
         await self.stop()
 
 
-def run_server(host: str = "127.0.0.1", port: int = 8888, *, store: Storage | None = None) -> None:
+LOOP_CHOICES: Final = ("auto", "asyncio", "uvloop")
+"""The event loops :func:`run_server` can use; ``auto`` is uvloop where installed, else asyncio."""
+
+
+def event_loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return the factory for ``asyncio.Runner(loop_factory=...)`` that ``loop`` names.
+
+    ``None`` means asyncio's own loop. ``"auto"`` takes uvloop when it is installed (the
+    optional ``fast`` extra; it does not exist for Windows, which gets asyncio) and asyncio
+    otherwise. Raises :class:`RuntimeError` for ``"uvloop"`` when uvloop cannot be imported.
+    """
+    if loop not in LOOP_CHOICES:
+        raise ValueError(f"loop must be one of {LOOP_CHOICES}, not {loop!r}")
+    if loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if loop == "uvloop":
+            raise RuntimeError(
+                "uvloop is not installed; install it with: pip install 'metrics-lab[fast]' "
+                "(not available on Windows), or use --loop asyncio"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_server(
+    host: str = "127.0.0.1",
+    port: int = 8888,
+    *,
+    store: Storage | None = None,
+    loop: str = "auto",
+) -> None:
     """Serve metrics on ``host:port`` until Ctrl-C or SIGTERM, then stop gracefully.
 
     This is the course's entry point: ``run_server("127.0.0.1", 8888)`` blocks and serves.
+    ``loop`` picks the event loop (see :func:`event_loop_factory`).
     """
-    asyncio.run(_serve_until_signalled(MetricsServer(host, port, store=store)))
+    with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
+        runner.run(_serve_until_signalled(MetricsServer(host, port, store=store)))
 
 
 async def _serve_until_signalled(server: MetricsServer) -> None:
