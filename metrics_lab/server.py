@@ -22,7 +22,7 @@ import logging
 import signal
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, cast
 
 from metrics_lab.protocol import (
     ALL_KEYS,
@@ -43,8 +43,19 @@ __all__ = ["LOOP_CHOICES", "MetricsServer", "event_loop_factory", "run_server"]
 logger = logging.getLogger("metrics_lab.server")
 
 
+ANSWER_CHUNK: Final = 1024 * 1024
+"""How many bytes of answers a connection produces before it checks whether its peer reads."""
+
+
 class _Connection(asyncio.Protocol):
-    """One client's connection: read lines, run requests, write answers in order."""
+    """One client's connection: read lines, run requests, write answers in order.
+
+    Flow control: a peer that pipelines requests without reading the answers fills our write
+    buffer. Once the transport says the buffer is high (``pause_writing``), the connection
+    stops reading and keeps the requests it already has (at most one received chunk) until
+    the buffer drains (``resume_writing``). Answers are produced ``ANSWER_CHUNK`` bytes at a
+    time, so one chunk full of ``get *`` requests cannot produce gigabytes at once either.
+    """
 
     def __init__(self, server: MetricsServer) -> None:
         self._server = server
@@ -52,10 +63,25 @@ class _Connection(asyncio.Protocol):
         self._reader = LineReader(server.max_line)
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
+        self._held: list[bytes] = []  # request lines received but not yet answered
+        self._held_from = 0  # the first of them still to answer
+        self._writing_paused = False
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes of answers written but not yet sent to the peer."""
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    @property
+    def held_requests(self) -> int:
+        """Request lines received but waiting for the peer to read earlier answers."""
+        return len(self._held) - self._held_from
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Not an isinstance check: uvloop's transports implement the interface without
+        # inheriting from asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
         self._peer = _format_peer(transport.get_extra_info("peername"))
         self._server._connection_opened(self)
         logger.debug("connection from %s opened", self._peer)
@@ -66,6 +92,7 @@ class _Connection(asyncio.Protocol):
             logger.debug("%s left mid-line (%d bytes dropped)", self._peer, self._reader.pending)
         logger.debug("connection from %s closed%s", self._peer, f": {exc}" if exc else "")
         self._transport = None
+        self._held = []
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
@@ -73,8 +100,25 @@ class _Connection(asyncio.Protocol):
             return
         block = self._reader.receive_block(data)
         if block:
-            transport.write(self._answer_block(block))
-        if self._reader.too_long:
+            batch = None if self._held else parse_put_block(block)
+            if batch is not None:
+                transport.write(self._store_batch(*batch))
+            else:
+                self._held.extend(block.split(b"\n")[:-1])
+        self._answer_held()
+
+    def _answer_held(self) -> None:
+        """Answer held requests until none is left or the peer stops reading."""
+        transport = self._transport
+        while self._held and not self._writing_paused and transport is not None:
+            answer = self._answer()
+            if answer:
+                transport.write(answer)  # may call pause_writing at once
+        if transport is None or transport.is_closing():
+            return
+        if self._held:
+            transport.pause_reading()  # resume_writing goes on from here
+        elif self._reader.too_long:
             logger.warning(
                 "%s sent a line over %d bytes; answering error and closing",
                 self._peer,
@@ -83,12 +127,8 @@ class _Connection(asyncio.Protocol):
             transport.write(ERROR_ANSWER)
             transport.close()
 
-    def _answer_block(self, block: bytes) -> bytes:
-        """Answer a block of whole request lines; all puts (the pipelined case) go at once."""
-        batch = parse_put_block(block)
-        if batch is None:
-            return self._answer(block.split(b"\n")[:-1])
-        keys, timestamps, values = batch
+    def _store_batch(self, keys: list[str], timestamps: list[int], values: list[float]) -> bytes:
+        """Store a block of puts at once (the pipelined case) and return its answers."""
         try:
             self._store.put_many(zip(keys, timestamps, values, strict=True))
         except Exception:
@@ -98,11 +138,15 @@ class _Connection(asyncio.Protocol):
             return ERROR_ANSWER * len(keys)
         return OK_ANSWER * len(keys)
 
-    def _answer(self, lines: list[bytes]) -> bytes:
-        """Run the requests in order and return their answers joined into one write."""
+    def _answer(self) -> bytes:
+        """Run held requests in order, up to about ``ANSWER_CHUNK`` bytes of answers."""
         answers: list[bytes] = []
         pending: list[Point] = []  # puts not yet in the store; flushed before any get
-        for line in lines:
+        size = 0
+        lines, index = self._held, self._held_from
+        while index < len(lines) and size < ANSWER_CHUNK:
+            line = lines[index]
+            index += 1
             try:
                 request = parse_request(line)
             except WrongCommandError as exc:
@@ -118,9 +162,15 @@ class _Connection(asyncio.Protocol):
             if pending:
                 self._store_points(pending, answers)
                 pending = []
-            answers.append(self._read(request.key))
+            answer = self._read(request.key)
+            answers.append(answer)
+            size += len(answer)
         if pending:
             self._store_points(pending, answers)
+        if index < len(lines):
+            self._held_from = index
+        else:
+            self._held, self._held_from = [], 0
         return b"".join(answers)
 
     def _store_points(self, points: list[Point], answers: list[bytes]) -> None:
@@ -146,15 +196,17 @@ class _Connection(asyncio.Protocol):
             logger.warning("%s: the store failed to read %r", self._peer, key, exc_info=True)
             return ERROR_ANSWER
 
-    # Flow control: a peer that pipelines without reading its answers fills our write buffer;
-    # stop reading from it until the buffer drains, so its requests cannot grow memory.
     def pause_writing(self) -> None:
+        self._writing_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+        self._writing_paused = False
+        self._answer_held()
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and not self._held:
+            transport.resume_reading()
 
     def close(self) -> None:
         """Close after the answers already written have gone out."""
@@ -241,6 +293,14 @@ class MetricsServer:
     def connection_count(self) -> int:
         """How many clients are connected now."""
         return len(self._connections)
+
+    @property
+    def buffered_output(self) -> int:
+        """Bytes of answers waiting in all connections' write buffers (flow control bounds it).
+
+        Read it from the server's own thread (or while no client is active).
+        """
+        return sum(connection.write_buffer_size for connection in self._connections)
 
     def _connection_opened(self, connection: _Connection) -> None:
         self._connections.add(connection)
