@@ -8,6 +8,7 @@ for :mod:`benchmarks.run`, not a server to use: a wrong line may crash its conne
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 Store = dict[str, dict[int, float]]
 
@@ -21,8 +22,7 @@ class BaselineProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         *lines, self.buffer = (self.buffer + data).split(b"\n")
