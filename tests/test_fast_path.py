@@ -28,7 +28,16 @@ from metrics_lab.protocol import (
     parse_request,
 )
 
-VALID_PUTS = [b"put cpu 0.5 1", b"put cpu -2 2\r", b"put mem 1e3 -5", b"put a.b +.5 0"]
+VALID_PUTS = [
+    b"put cpu 0.5 1",
+    b"put cpu -2 2\r",
+    b"put mem 1e3 -5",
+    b"put a.b +.5 0",
+    b"put cpu 1E+05 7",
+    b"put cpu 1. 8",
+    b"put cpu -0 +0",
+    b"put \xd0\xba 2.5e-3 9",
+]
 OTHER_LINES = [
     b"get cpu",
     b"get *",
