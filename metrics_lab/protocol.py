@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal
@@ -59,6 +59,7 @@ __all__ = [
     "encode_get",
     "encode_points_answer",
     "encode_put",
+    "iter_points_answer",
     "parse_get_answer",
     "parse_put_block",
     "parse_request",
@@ -310,6 +311,10 @@ class LineReader:
 # --- answers, server side ----------------------------------------------------------------
 
 
+ANSWER_PIECE: Final = 256 * 1024
+"""About how many bytes :func:`iter_points_answer` gathers into each piece it yields."""
+
+
 def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[float]]]) -> bytes:
     """Encode the ``ok`` answer to a ``get``: one line per point, then the empty line.
 
@@ -317,13 +322,30 @@ def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[flo
     (keys ascending, timestamps ascending). Values are written as ``repr(float)``, the
     shortest text that reads back to the same float.
     """
+    return b"".join(iter_points_answer(series))
+
+
+def iter_points_answer(
+    series: Iterable[tuple[str, Sequence[int], Sequence[float]]],
+) -> Iterator[bytes]:
+    """Yield the bytes of :func:`encode_points_answer` in pieces of about ``ANSWER_PIECE``.
+
+    A server that writes each piece as soon as it is encoded lets the first bytes of a big
+    answer travel while the rest is still being encoded.
+    """
     parts = ["ok\n"]
+    size = 3
     for key, timestamps, values in series:
         prefix = key + " "
         pairs = zip(timestamps, values, strict=True)
-        parts.extend([f"{prefix}{value!r} {timestamp}\n" for timestamp, value in pairs])
+        lines = "".join([f"{prefix}{value!r} {timestamp}\n" for timestamp, value in pairs])
+        parts.append(lines)
+        size += len(lines)
+        if size >= ANSWER_PIECE:
+            yield "".join(parts).encode("utf-8")
+            parts, size = [], 0
     parts.append("\n")
-    return "".join(parts).encode("utf-8")
+    yield "".join(parts).encode("utf-8")
 
 
 # --- requests and answers, client side ---------------------------------------------------

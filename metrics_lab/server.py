@@ -32,7 +32,7 @@ from metrics_lab.protocol import (
     LineReader,
     PutRequest,
     WrongCommandError,
-    encode_points_answer,
+    iter_points_answer,
     parse_put_block,
     parse_request,
 )
@@ -111,9 +111,7 @@ class _Connection(asyncio.Protocol):
         """Answer held requests until none is left or the peer stops reading."""
         transport = self._transport
         while self._held and not self._writing_paused and transport is not None:
-            answer = self._answer()
-            if answer:
-                transport.write(answer)  # may call pause_writing at once
+            self._answer(transport)  # its writes may call pause_writing at once
         if transport is None or transport.is_closing():
             return
         if self._held:
@@ -138,9 +136,9 @@ class _Connection(asyncio.Protocol):
             return ERROR_ANSWER * len(keys)
         return OK_ANSWER * len(keys)
 
-    def _answer(self) -> bytes:
-        """Run held requests in order, up to about ``ANSWER_CHUNK`` bytes of answers."""
-        answers: list[bytes] = []
+    def _answer(self, transport: asyncio.Transport) -> None:
+        """Run held requests in order and write their answers, up to about ``ANSWER_CHUNK``."""
+        answers: list[bytes] = []  # short answers, joined into one write
         pending: list[Point] = []  # puts not yet in the store; flushed before any get
         size = 0
         lines, index = self._held, self._held_from
@@ -162,16 +160,18 @@ class _Connection(asyncio.Protocol):
             if pending:
                 self._store_points(pending, answers)
                 pending = []
-            answer = self._read(request.key)
-            answers.append(answer)
-            size += len(answer)
+            if answers:
+                transport.write(b"".join(answers))
+                answers = []
+            size += self._write_read(transport, request.key)
         if pending:
             self._store_points(pending, answers)
+        if answers:
+            transport.write(b"".join(answers))
         if index < len(lines):
             self._held_from = index
         else:
             self._held, self._held_from = [], 0
-        return b"".join(answers)
 
     def _store_points(self, points: list[Point], answers: list[bytes]) -> None:
         try:
@@ -189,12 +189,19 @@ class _Connection(asyncio.Protocol):
                     answers[index] = ERROR_ANSWER
                     unstored -= 1
 
-    def _read(self, key: str) -> bytes:
+    def _write_read(self, transport: asyncio.Transport, key: str) -> int:
+        """Write the answer to ``get key`` piece by piece, so it starts out while encoding."""
         try:
-            return encode_points_answer(self._store.read(None if key == ALL_KEYS else key))
+            series = self._store.read(None if key == ALL_KEYS else key)
         except Exception:
             logger.warning("%s: the store failed to read %r", self._peer, key, exc_info=True)
-            return ERROR_ANSWER
+            transport.write(ERROR_ANSWER)
+            return len(ERROR_ANSWER)
+        size = 0
+        for piece in iter_points_answer(series):
+            transport.write(piece)
+            size += len(piece)
+        return size
 
     def pause_writing(self) -> None:
         self._writing_paused = True
