@@ -47,6 +47,10 @@ ANSWER_CHUNK: Final = 1024 * 1024
 """How many bytes of answers a connection produces before it checks whether its peer reads."""
 
 
+FAST_PATH_LINES: Final = 8
+"""From how many lines a received block is tried as one batch of puts."""
+
+
 class _Connection(asyncio.Protocol):
     """One client's connection: read lines, run requests, write answers in order.
 
@@ -100,7 +104,9 @@ class _Connection(asyncio.Protocol):
             return
         block = self._reader.receive_block(data)
         if block:
-            batch = None if self._held else parse_put_block(block)
+            # The block parse pays off from a few lines on; a lone request goes line by line.
+            many = not self._held and block.count(b"\n") >= FAST_PATH_LINES
+            batch = parse_put_block(block) if many else None
             if batch is not None:
                 transport.write(self._store_batch(*batch))
             else:
