@@ -62,6 +62,7 @@ __all__ = [
     "iter_points_answer",
     "parse_get_answer",
     "parse_put_block",
+    "parse_put_line",
     "parse_request",
 ]
 
@@ -183,6 +184,45 @@ def _parse_timestamp(raw: bytes) -> int:
 _KNOWN_KEYS: dict[bytes, str] = {}
 _KNOWN_KEYS_LIMIT: Final = 1 << 16
 _SPACE: Final = b" "
+
+
+# One put line, as the protocol writes it: single spaces, the protocol's number literals.
+_PUT_LINE: Final = re.compile(
+    rb"put ([^ ]+)"
+    rb" ([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    rb" ([+-]?[0-9]+)\r?\n"
+)
+
+
+def parse_put_line(line: bytes) -> tuple[str, int, float] | None:
+    """Parse one put line *with* its ``\\n`` into ``(key, timestamp, value)``, or ``None``.
+
+    The lone-request twin of :func:`parse_put_block`: one regular expression instead of the
+    general parse, for the common shape only; ``None`` means "use :func:`parse_request`".
+
+    >>> parse_put_line(b"put cpu 0.5 1\\n")
+    ('cpu', 1, 0.5)
+    """
+    match = _PUT_LINE.fullmatch(line)
+    if match is None:
+        return None
+    raw_key, raw_value, raw_timestamp = match.groups()
+    key = _KNOWN_KEYS.get(raw_key)
+    if key is None:
+        try:
+            key = _parse_key(raw_key)
+        except WrongCommandError:
+            return None
+        if len(_KNOWN_KEYS) > _KNOWN_KEYS_LIMIT:
+            _KNOWN_KEYS.clear()
+        _KNOWN_KEYS[raw_key] = key
+    value = float(raw_value)
+    if len(raw_timestamp) > 20 or not math.isfinite(value):
+        return None
+    timestamp = int(raw_timestamp)
+    if not _INT64_MIN <= timestamp <= _INT64_MAX:
+        return None
+    return key, timestamp, value
 
 
 def parse_put_block(block: bytes) -> tuple[list[str], list[int], list[float]] | None:

@@ -34,6 +34,7 @@ from metrics_lab.protocol import (
     WrongCommandError,
     iter_points_answer,
     parse_put_block,
+    parse_put_line,
     parse_request,
 )
 from metrics_lab.storage import MemoryStore, Point, Storage
@@ -104,11 +105,14 @@ class _Connection(asyncio.Protocol):
             return
         block = self._reader.receive_block(data)
         if block:
-            # The block parse pays off from a few lines on; a lone request goes line by line.
-            many = not self._held and block.count(b"\n") >= FAST_PATH_LINES
-            batch = parse_put_block(block) if many else None
+            # The block parse pays off from a few lines on; a lone put has a fast path too.
+            lines = 0 if self._held else block.count(b"\n")
+            batch = parse_put_block(block) if lines >= FAST_PATH_LINES else None
+            point = parse_put_line(block) if lines == 1 else None
             if batch is not None:
                 transport.write(self._store_batch(*batch))
+            elif point is not None:
+                transport.write(self._store_batch([point[0]], [point[1]], [point[2]]))
             else:
                 self._held.extend(block.split(b"\n")[:-1])
         self._answer_held()

@@ -25,6 +25,7 @@ from metrics_lab.protocol import (
     WrongCommandError,
     encode_points_answer,
     parse_put_block,
+    parse_put_line,
     parse_request,
 )
 
@@ -112,6 +113,17 @@ def test_put_block_parses_exactly_like_parse_request(block_lines: list[bytes]) -
     assert list(zip(*batch, strict=True)) == [
         (r.key, r.timestamp, r.value) for r in expected if isinstance(r, PutRequest)
     ]
+
+
+@pytest.mark.parametrize("line", VALID_PUTS + OTHER_LINES)
+def test_put_line_parses_exactly_like_parse_request(line: bytes) -> None:
+    point = parse_put_line(line + b"\n")
+    if line in VALID_PUTS:
+        assert point is not None
+    if point is not None:
+        request = parse_request(line)
+        assert isinstance(request, PutRequest)
+        assert point == (request.key, request.timestamp, request.value)
 
 
 @settings(max_examples=200, deadline=None)
