@@ -20,7 +20,7 @@ from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
 from metrics_lab.conformance import check_client, check_server, load_client
 from metrics_lab.errors import ClientError
-from metrics_lab.server import DEFAULT_MAX_CONNECTIONS, run_server
+from metrics_lab.server import DEFAULT_MAX_CONNECTIONS, LOOP_CHOICES, run_server
 from metrics_lab.sqlite_store import SQLiteStore, StoreOpenError
 from metrics_lab.synthetic import fleet
 from metrics_lab.wire import WireLog
@@ -67,7 +67,21 @@ def _parser() -> argparse.ArgumentParser:
         help="DEBUG shows every connection (default: INFO)",
     )
     _add_serve_limits(serve)
+    serve.add_argument(
+        "--loop",
+        default="auto",
+        choices=LOOP_CHOICES,
+        help="event loop: uvloop where installed (auto, the default), or force one",
+    )
     serve.set_defaults(run=_serve)
+
+    bench = commands.add_parser(
+        "bench", help="benchmark this server against a baseline (source checkout only)"
+    )
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, one round (<1 min)")
+    bench.add_argument("--rounds", type=int, help="rounds to take medians of (default: 3)")
+    bench.add_argument("--loop", default="auto", choices=LOOP_CHOICES, help="for both servers")
+    bench.set_defaults(run=_bench)
 
     put = commands.add_parser("put", help="store one point")
     put.add_argument("key", help="metric name, e.g. web1.cpu")
@@ -138,11 +152,32 @@ def _serve(args: argparse.Namespace) -> int:
     store = None if args.db is None else SQLiteStore(args.db)  # fails before we listen
     limits = {"max_connections": args.max_connections, "idle_timeout": args.idle_timeout or None}
     try:
-        run_server(args.host, args.port, store=store, **limits)
+        run_server(args.host, args.port, store=store, loop=args.loop, **limits)
+    except RuntimeError as exc:  # --loop uvloop without uvloop installed
+        print(f"metrics-lab: {exc}", file=sys.stderr)
+        return 1
     finally:
         if store is not None:
             store.close()
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # The benchmark lives in the source checkout next to the package, not in it, so that
+    # `import metrics_lab` never pulls it in; find it there.
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "benchmarks" / "run.py").is_file():
+        print("metrics-lab: the benchmarks are only in a source checkout", file=sys.stderr)
+        return 1
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from benchmarks.run import main as bench_main
+
+    argv = ["--loop", args.loop] + (["--quick"] if args.quick else [])
+    if args.rounds is not None:
+        argv += ["--rounds", str(args.rounds)]
+    status: int = bench_main(argv)
+    return status
 
 
 def _put(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal
@@ -59,7 +59,10 @@ __all__ = [
     "encode_get",
     "encode_points_answer",
     "encode_put",
+    "iter_points_answer",
     "parse_get_answer",
+    "parse_put_block",
+    "parse_put_line",
     "parse_request",
 ]
 
@@ -176,6 +179,111 @@ def _parse_timestamp(raw: bytes) -> int:
     return timestamp
 
 
+# Keys already validated, so a stream of puts to the same keys decodes and checks each key once.
+# Bounded: a peer inventing keys without end only makes the cache restart.
+_KNOWN_KEYS: dict[bytes, str] = {}
+_KNOWN_KEYS_LIMIT: Final = 1 << 16
+_SPACE: Final = b" "
+
+
+# One put line, as the protocol writes it: single spaces, the protocol's number literals.
+_PUT_LINE: Final = re.compile(
+    rb"put ([^ ]+)"
+    rb" ([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    rb" ([+-]?[0-9]+)\r?\n"
+)
+
+
+def parse_put_line(line: bytes) -> tuple[str, int, float] | None:
+    """Parse one put line *with* its ``\\n`` into ``(key, timestamp, value)``, or ``None``.
+
+    The lone-request twin of :func:`parse_put_block`: one regular expression instead of the
+    general parse, for the common shape only; ``None`` means "use :func:`parse_request`".
+
+    >>> parse_put_line(b"put cpu 0.5 1\\n")
+    ('cpu', 1, 0.5)
+    """
+    match = _PUT_LINE.fullmatch(line)
+    if match is None:
+        return None
+    raw_key, raw_value, raw_timestamp = match.groups()
+    key = _KNOWN_KEYS.get(raw_key)
+    if key is None:
+        try:
+            key = _parse_key(raw_key)
+        except WrongCommandError:
+            return None
+        if len(_KNOWN_KEYS) > _KNOWN_KEYS_LIMIT:
+            _KNOWN_KEYS.clear()
+        _KNOWN_KEYS[raw_key] = key
+    value = float(raw_value)
+    if len(raw_timestamp) > 20 or not math.isfinite(value):
+        return None
+    timestamp = int(raw_timestamp)
+    if not _INT64_MIN <= timestamp <= _INT64_MAX:
+        return None
+    return key, timestamp, value
+
+
+def parse_put_block(block: bytes) -> tuple[list[str], list[int], list[float]] | None:
+    """Parse a block of whole lines that are all valid puts, in one pass; else return ``None``.
+
+    ``block`` is what :meth:`LineReader.receive_block` returns: complete lines, each ended by
+    ``\\n``. When every line is a put that :func:`parse_request` would accept, the result is
+    ``(keys, timestamps, values)`` in line order, exactly what it would have produced line by
+    line. For anything else (a get, an empty line, a run of spaces, one invalid field) it may
+    give ``None``, and the caller parses the block line by line instead. This is the server's
+    fast path for pipelined puts: every check below works on the whole block in C loops
+    (split, count, translate, map) rather than on one line at a time in Python.
+
+    >>> parse_put_block(b"put cpu 0.5 1\\nput cpu 0.25 2\\r\\n")
+    (['cpu', 'cpu'], [1, 2], [0.5, 0.25])
+    >>> parse_put_block(b"put cpu 0.5 1\\nget cpu\\n") is None
+    True
+    """
+    if b"\r" in block:
+        block = block.replace(b"\r\n", b"\n")  # one trailing \r per line is ignored
+    fields = block.split()  # on any whitespace runs; the check below makes sure of the shape
+    commands, raw_keys, raw_values, raw_timestamps = (fields[i::4] for i in range(4))
+    count = len(commands)
+    if not count or commands.count(b"put") != count or len(fields) != 4 * count:
+        return None
+    # Rebuilt with single spaces and line ends, the fields must give back the very block: so
+    # every line was "put <key> <value> <timestamp>" and the fields line up four by four.
+    lines = map(_SPACE.join, zip(commands, raw_keys, raw_values, raw_timestamps, strict=True))
+    if b"\n".join(lines) + b"\n" != block:
+        return None
+    # Only these characters, and float()/int() accepting them, is exactly the protocol's
+    # grammar (no "1_000", "inf", "nan", "0x10" or whitespace can get through).
+    if b"".join(raw_values).translate(None, b"0123456789.eE+-"):
+        return None
+    if b"".join(raw_timestamps).translate(None, b"0123456789+-"):
+        return None
+    try:
+        values = list(map(float, raw_values))
+        timestamps = list(map(int, raw_timestamps))
+    except ValueError:  # "1.2.3", "+-1", "e5", or more digits than int() agrees to read
+        return None
+    # (A sum that overflows sends finite values to the slow path too, which is merely slower.)
+    if not math.isfinite(sum(values)):
+        return None
+    if min(timestamps) < _INT64_MIN or max(timestamps) > _INT64_MAX:
+        return None
+    known = _KNOWN_KEYS
+    try:
+        keys = list(map(known.__getitem__, raw_keys))
+    except KeyError:
+        if len(known) > _KNOWN_KEYS_LIMIT:
+            known.clear()
+        try:
+            for raw in set(raw_keys).difference(known):
+                known[raw] = _parse_key(raw)
+        except WrongCommandError:
+            return None
+        keys = list(map(known.__getitem__, raw_keys))
+    return keys, timestamps, values
+
+
 class LineReader:
     """Splits a byte stream into request lines, however the stream was cut into chunks.
 
@@ -201,22 +309,34 @@ class LineReader:
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Add ``data`` and return the complete lines it finishes, without their ``\\n``."""
+        block = self.receive_block(data)
+        return block.split(b"\n")[:-1] if block else []
+
+    def receive_block(self, data: bytes) -> bytes:
+        """Add ``data`` and return the complete lines it finishes as one block.
+
+        The block is ``b""`` or whole lines each ended by ``\\n``: the same lines as
+        :meth:`receive_data` gives, not yet split, so a fast path can parse them all at once.
+        """
         if self.too_long:
-            return []
-        if b"\n" not in data:
+            return b""
+        end = data.rfind(b"\n") + 1
+        if not end:
             self._buffer += data
             if len(self._buffer) > self.max_line:
                 self._overflow()
-            return []
-        lines = (self._buffer + data).split(b"\n")
-        self._buffer = lines.pop()
+            return b""
+        block = self._buffer + data[:end] if self._buffer else data[:end]
+        self._buffer = data[end:]
         if len(self._buffer) > self.max_line:
             self._overflow()
-        for index, line in enumerate(lines):
-            if len(line) > self.max_line:
+        if len(block) > self.max_line:
+            lines = block.split(b"\n")
+            if max(map(len, lines)) > self.max_line:
                 self._overflow()
-                return lines[:index]
-        return lines
+                kept = next(i for i, line in enumerate(lines) if len(line) > self.max_line)
+                return b"".join(line + b"\n" for line in lines[:kept])
+        return block
 
     @property
     def pending(self) -> int:
@@ -231,6 +351,10 @@ class LineReader:
 # --- answers, server side ----------------------------------------------------------------
 
 
+ANSWER_PIECE: Final = 256 * 1024
+"""About how many bytes :func:`iter_points_answer` gathers into each piece it yields."""
+
+
 def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[float]]]) -> bytes:
     """Encode the ``ok`` answer to a ``get``: one line per point, then the empty line.
 
@@ -238,13 +362,30 @@ def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[flo
     (keys ascending, timestamps ascending). Values are written as ``repr(float)``, the
     shortest text that reads back to the same float.
     """
+    return b"".join(iter_points_answer(series))
+
+
+def iter_points_answer(
+    series: Iterable[tuple[str, Sequence[int], Sequence[float]]],
+) -> Iterator[bytes]:
+    """Yield the bytes of :func:`encode_points_answer` in pieces of about ``ANSWER_PIECE``.
+
+    A server that writes each piece as soon as it is encoded lets the first bytes of a big
+    answer travel while the rest is still being encoded.
+    """
     parts = ["ok\n"]
+    size = 3
     for key, timestamps, values in series:
         prefix = key + " "
         pairs = zip(timestamps, values, strict=True)
-        parts.extend([f"{prefix}{value!r} {timestamp}\n" for timestamp, value in pairs])
+        lines = "".join([f"{prefix}{value!r} {timestamp}\n" for timestamp, value in pairs])
+        parts.append(lines)
+        size += len(lines)
+        if size >= ANSWER_PIECE:
+            yield "".join(parts).encode("utf-8")
+            parts, size = [], 0
     parts.append("\n")
-    return "".join(parts).encode("utf-8")
+    yield "".join(parts).encode("utf-8")
 
 
 # --- requests and answers, client side ---------------------------------------------------

@@ -27,7 +27,7 @@ import logging
 import signal
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self, cast
 
 from metrics_lab.protocol import (
     ALL_KEYS,
@@ -38,6 +38,8 @@ from metrics_lab.protocol import (
     PutRequest,
     WrongCommandError,
     encode_points_answer,
+    parse_put_block,
+    parse_put_line,
     parse_request,
 )
 from metrics_lab.storage import MemoryStore, Point, Storage
@@ -56,6 +58,10 @@ REFUSAL_LOG_INTERVAL = 10.0
 """Seconds between two warnings about connections refused over the limit."""
 
 
+FAST_PATH_LINES: Final = 8
+"""From how many lines a received block is tried as one batch of puts."""
+
+
 class _Connection(asyncio.Protocol):
     """One client's connection: read lines, run requests, write answers in order."""
 
@@ -72,12 +78,14 @@ class _Connection(asyncio.Protocol):
         self._writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._peer = _format_peer(transport.get_extra_info("peername"))
+        # A cast, not an isinstance check: uvloop's transports implement the interface without
+        # inheriting from asyncio.Transport.
+        tcp = cast(asyncio.Transport, transport)
+        self._peer = _format_peer(tcp.get_extra_info("peername"))
         if self._server.stopping or not self._server._admit(self._peer):
-            transport.abort()  # over the limit or stopping: no answer, no buffers, gone at once
+            tcp.abort()  # over the limit or stopping: no answer, no buffers, gone at once
             return
-        self._transport = transport
+        self._transport = tcp
         self._server._connection_opened(self)
         logger.debug("connection from %s opened", self._peer)
         if self._server.idle_timeout is not None:
@@ -123,9 +131,23 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
-        lines = self._reader.receive_data(data)
-        if lines:
-            self._last_line_at = self._clock()
+        block = self._reader.receive_block(data)
+        if not block:
+            self._work()
+            return
+        self._last_line_at = self._clock()
+        if not self._backlog and not self._writing_paused:
+            # Pipelined puts parse as one block; a lone put has a one-regex path.
+            count = block.count(b"\n")
+            batch = parse_put_block(block) if count >= FAST_PATH_LINES else None
+            point = parse_put_line(block) if count == 1 else None
+            if point is not None:
+                batch = ([point[0]], [point[1]], [point[2]])
+            if batch is not None:
+                self._transport.write(self._store_batch(*batch))
+                self._work()
+                return
+        lines = block.split(b"\n")[:-1]
         if self._backlog:
             self._backlog.extend(lines)
         else:
@@ -192,6 +214,23 @@ class _Connection(asyncio.Protocol):
         if pending:
             self._store_points(pending, answers)
         return b"".join(answers), index
+
+    def _store_batch(self, keys: list[str], timestamps: list[int], values: list[float]) -> bytes:
+        """Store a block of puts at once (the pipelined case) and return its answers."""
+        try:
+            self._store.put_many(zip(keys, timestamps, values, strict=True))
+        except Exception:
+            logger.warning(
+                "%s: the store failed to take %d points", self._peer, len(keys), exc_info=True
+            )
+            return ERROR_ANSWER * len(keys)
+        return OK_ANSWER * len(keys)
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes of answers written but not yet sent to the peer."""
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     def _store_points(self, points: list[Point], answers: list[bytes]) -> None:
         try:
@@ -354,6 +393,14 @@ class MetricsServer:
         """Whether :meth:`stop` has begun (or the server never started)."""
         return self._server is None
 
+    @property
+    def buffered_output(self) -> int:
+        """Bytes of answers waiting in all connections' write buffers (flow control bounds it).
+
+        Read it from the server's own thread (or while no client is active).
+        """
+        return sum(connection.write_buffer_size for connection in self._connections)
+
     def _connection_opened(self, connection: _Connection) -> None:
         self._connections.add(connection)
         self._all_closed.clear()
@@ -412,11 +459,40 @@ class MetricsServer:
         await self.stop()
 
 
+LOOP_CHOICES: Final = ("auto", "asyncio", "uvloop")
+"""The event loops :func:`run_server` can use; ``auto`` is uvloop where installed, else asyncio."""
+
+
+def event_loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return the factory for ``asyncio.Runner(loop_factory=...)`` that ``loop`` names.
+
+    ``None`` means asyncio's own loop. ``"auto"`` takes uvloop when it is installed (the
+    optional ``fast`` extra; it does not exist for Windows, which gets asyncio) and asyncio
+    otherwise. Raises :class:`RuntimeError` for ``"uvloop"`` when uvloop cannot be imported.
+    """
+    if loop not in LOOP_CHOICES:
+        raise ValueError(f"loop must be one of {LOOP_CHOICES}, not {loop!r}")
+    if loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if loop == "uvloop":
+            raise RuntimeError(
+                "uvloop is not installed; install it with: pip install 'metrics-lab[fast]' "
+                "(not available on Windows), or use --loop asyncio"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run_server(
     host: str = "127.0.0.1",
     port: int = 8888,
     *,
     store: Storage | None = None,
+    loop: str = "auto",
     **server_options: Any,
 ) -> None:
     """Serve metrics on ``host:port`` until Ctrl-C or SIGTERM, then stop gracefully.
@@ -425,9 +501,11 @@ def run_server(
     On the signal it stops accepting, flushes the answers to every request already read,
     closes the connections and returns (the caller then closes ``store`` if it made it).
     ``server_options`` (``max_line``, ``max_connections``, ``idle_timeout``) go to
-    :class:`MetricsServer`.
+    :class:`MetricsServer`. ``loop`` picks the event loop (see :func:`event_loop_factory`).
     """
-    asyncio.run(_serve_until_signalled(MetricsServer(host, port, store=store, **server_options)))
+    server = MetricsServer(host, port, store=store, **server_options)
+    with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
+        runner.run(_serve_until_signalled(server))
 
 
 async def _serve_until_signalled(server: MetricsServer) -> None:

@@ -20,6 +20,7 @@ must be quick and must not block on other threads.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
@@ -59,12 +60,15 @@ class _Column:
     the column unsorted, and the next read sorts it once, keeping the last write per timestamp.
     """
 
-    __slots__ = ("sorted", "timestamps", "values")
+    __slots__ = ("append_above", "sorted", "timestamps", "values")
 
     def __init__(self) -> None:
         self.timestamps = array("q")
         self.values = array("d")
         self.sorted = True
+        # A point with a timestamp above this goes at the end as it is (the fast case); it is
+        # the newest timestamp while sorted, and +inf once unsorted so that append() decides.
+        self.append_above: float = -math.inf
 
     def append(self, timestamp: int, value: float) -> None:
         timestamps = self.timestamps
@@ -75,6 +79,9 @@ class _Column:
                 return
             if timestamp < last:
                 self.sorted = False
+                self.append_above = math.inf
+        if self.sorted:
+            self.append_above = timestamp
         timestamps.append(timestamp)
         self.values.append(value)
 
@@ -91,6 +98,7 @@ class _Column:
         self.timestamps = array("q", latest.keys())
         self.values = array("d", latest.values())
         self.sorted = True
+        self.append_above = self.timestamps[-1] if self.timestamps else -math.inf
 
 
 class MemoryStore:
@@ -106,7 +114,13 @@ class MemoryStore:
             column = columns.get(key)
             if column is None:
                 column = columns[key] = _Column()
-            column.append(timestamp, value)
+            # The common case inlined (this loop is the server's hot path): a newer timestamp.
+            if timestamp > column.append_above:
+                column.append_above = timestamp
+                column.timestamps.append(timestamp)
+                column.values.append(value)
+            else:
+                column.append(timestamp, value)
 
     def read(self, key: str | None = None) -> list[Series]:
         """Return ``key``'s series, or all series by ascending key; see :class:`Storage`."""

@@ -1,0 +1,174 @@
+"""The load generator: ``python -m benchmarks.load SCENARIO --port N [options]``.
+
+It runs in its own process (started by :mod:`benchmarks.run`) so that its work does not share
+a core with the server it measures, and prints one JSON object with the scenario's figures.
+Requests are encoded before the clock starts and answers are checked only as bytes, so the
+figures are the server's and the wire's, not the client library's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+from benchmarks.system import raise_fd_limit
+from metrics_lab.server import LOOP_CHOICES, event_loop_factory
+
+OK = b"ok\n\n"
+START = 1_700_000_000
+
+
+def put_lines(key_prefix: str, points: int, keys: int, first: int = 0) -> list[bytes]:
+    """``points`` put lines spread round-robin over ``keys`` keys, timestamps ascending."""
+    return [
+        f"put {key_prefix}{index % keys} {index * 0.25 + 0.5!r} {START + index // keys}\n".encode()
+        for index in range(first, first + points)
+    ]
+
+
+async def _expect(reader: asyncio.StreamReader, expected: bytes) -> None:
+    answer = await reader.readexactly(len(expected))
+    if answer != expected:
+        raise RuntimeError(f"unexpected answer: {answer[:60]!r}")
+
+
+async def ingest(
+    host: str, port: int, points: int, keys: int, connections: int, batch: int
+) -> dict[str, float]:
+    """Put ``points`` points over ``connections`` connections, ``batch`` pipelined puts a write."""
+    lines = put_lines("ingest.", points, keys)
+    batches = [b"".join(lines[start : start + batch]) for start in range(0, points, batch)]
+    sizes = [min(batch, points - start) for start in range(0, points, batch)]
+    streams = [await asyncio.open_connection(host, port) for _ in range(connections)]
+
+    async def drive(index: int) -> None:
+        reader, writer = streams[index]
+        for number in range(index, len(batches), connections):
+            writer.write(batches[number])
+            await _expect(reader, OK * sizes[number])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(drive(index) for index in range(connections)))
+    elapsed = time.perf_counter() - started
+    for _, writer in streams:
+        writer.close()
+    return {"points": points, "seconds": elapsed, "points_per_second": points / elapsed}
+
+
+async def get_all(host: str, port: int, expected_points: int, repeats: int) -> dict[str, float]:
+    """Time ``get *`` from the write to the answer's last byte; check the line count."""
+    reader, writer = await asyncio.open_connection(host, port)
+    times = []
+    for _ in range(repeats):
+        chunks = []
+        tail = b""
+        started = time.perf_counter()
+        writer.write(b"get *\n")
+        while tail != b"\n\n":  # data lines are never empty: the first "\n\n" ends it
+            chunk = await reader.read(1 << 20)
+            if not chunk:
+                raise RuntimeError("the server closed the connection mid-answer")
+            chunks.append(chunk)
+            tail = (tail + chunk[-2:])[-2:]
+        times.append(time.perf_counter() - started)
+        answer = b"".join(chunks)
+        lines = answer.count(b"\n") - 2  # minus the status line and the final empty line
+        if not answer.startswith(b"ok\n") or lines != expected_points:
+            raise RuntimeError(f"get * gave {lines} points, expected {expected_points}")
+    writer.close()
+    return {"points": expected_points, "seconds": statistics.median(times), "bytes": len(answer)}
+
+
+async def latency(host: str, port: int, connections: int, requests: int) -> dict[str, float]:
+    """Single puts in turn on each of ``connections`` connections; median round trip."""
+    samples: list[float] = []
+
+    async def drive(index: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        for line in put_lines(f"latency.{index}.", requests, 1):
+            started = time.perf_counter()
+            writer.write(line)
+            await _expect(reader, OK)
+            samples.append(time.perf_counter() - started)
+        writer.close()
+
+    await asyncio.gather(*(drive(index) for index in range(connections)))
+    return {"requests": len(samples), "median_seconds": statistics.median(samples)}
+
+
+async def concurrent(host: str, port: int, connections: int, points: int) -> dict[str, float]:
+    """Open ``connections`` connections at once, each putting ``points`` points; count them."""
+    refused = 0
+
+    async def drive(index: int) -> int:
+        nonlocal refused
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            refused += 1
+            return 0
+        try:
+            writer.write(b"".join(put_lines(f"conc.{index}.", points, 1)))
+            await _expect(reader, OK * points)
+        except (OSError, asyncio.IncompleteReadError, RuntimeError):
+            return 0
+        finally:
+            writer.close()
+        return points
+
+    started = time.perf_counter()
+    acknowledged = sum(await asyncio.gather(*(drive(index) for index in range(connections))))
+    elapsed = time.perf_counter() - started
+    # Count what the server really holds, on a fresh connection: one get per key, pipelined.
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"".join(f"get conc.{index}.0\n".encode() for index in range(connections)))
+    stored = 0
+    for _ in range(connections):
+        answer = await reader.readuntil(b"\n\n")
+        stored += answer.count(b"\n") - 2
+    writer.close()
+    return {
+        "connections": connections,
+        "acknowledged": acknowledged,
+        "stored": stored,
+        "refused": refused,
+        "seconds": elapsed,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one scenario against ``--host``/``--port`` and print its figures as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load")
+    parser.add_argument("scenario", choices=["ingest", "get_all", "latency", "concurrent"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--points", type=int, default=400_000)
+    parser.add_argument("--keys", type=int, default=1_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--loop", choices=LOOP_CHOICES, default="auto")
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    host, port = args.host, args.port
+    if args.scenario == "ingest":
+        work = ingest(host, port, args.points, args.keys, args.connections, args.batch)
+    elif args.scenario == "get_all":
+        work = get_all(host, port, args.points, args.repeats)
+    elif args.scenario == "latency":
+        work = latency(host, port, args.connections, args.points)
+    else:
+        work = concurrent(host, port, args.connections, args.points)
+    with asyncio.Runner(loop_factory=event_loop_factory(args.loop)) as runner:
+        result = runner.run(work)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The server's fast path answers exactly as the plain per-line parse would.
+
+The reference is the straightforward reading of PROTOCOL.md: split the stream into lines,
+``parse_request`` each, run it against a dict model. The server (real sockets) and the sans-IO
+fast path (:func:`parse_put_block`, :meth:`LineReader.receive_block`) must agree with it for
+random mixes of valid and invalid lines, fed whole and split at random points.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metrics_lab import serve_in_background
+from metrics_lab.protocol import (
+    ALL_KEYS,
+    ERROR_ANSWER,
+    OK_ANSWER,
+    LineReader,
+    PutRequest,
+    WrongCommandError,
+    encode_points_answer,
+    parse_put_block,
+    parse_put_line,
+    parse_request,
+)
+
+VALID_PUTS = [
+    b"put cpu 0.5 1",
+    b"put cpu -2 2\r",
+    b"put mem 1e3 -5",
+    b"put a.b +.5 0",
+    b"put cpu 1E+05 7",
+    b"put cpu 1. 8",
+    b"put cpu -0 +0",
+    b"put \xd0\xba 2.5e-3 9",
+]
+OTHER_LINES = [
+    b"get cpu",
+    b"get *",
+    b"get nothing",
+    b"",
+    b"   ",
+    b"put  cpu 1 3",
+    b"put cpu 1 3 ",
+    b"put cpu nan 1",
+    b"put cpu inf 1",
+    b"put cpu 1e999 1",
+    b"put cpu 1_0 1",
+    b"put cpu 1 1.5",
+    b"put * 1 1",
+    b"put \xff 1 1",
+    b"put c\tpu 1 1",
+    b"put cpu 1 99999999999999999999",
+    b"put cpu 1 -9223372036854775809",
+    b"put cpu 1 9223372036854775807",
+    b"PUT cpu 1 1",
+    b"put cpu 1",
+    b"got cpu",
+    b"get",
+    b"get a b",
+    b"put cpu 1 2\r\r",
+    b"put cpu 0x10 1",
+    b"put cpu 1 " + b"9" * 5000,
+    b"put k\r 1 1",
+    b"put cpu 1.7976931348623157e308 7",
+]
+lines = st.sampled_from(VALID_PUTS + OTHER_LINES)
+
+
+def reference_answers(stream_lines: list[bytes]) -> bytes:
+    """The answers the protocol asks for, computed one line at a time."""
+    model: dict[str, dict[int, float]] = {}
+    answers = []
+    for line in stream_lines:
+        try:
+            request = parse_request(line)
+        except WrongCommandError:
+            answers.append(ERROR_ANSWER)
+            continue
+        if request is None:
+            continue
+        if isinstance(request, PutRequest):
+            model.setdefault(request.key, {})[request.timestamp] = request.value
+            answers.append(OK_ANSWER)
+            continue
+        names = sorted(model) if request.key == ALL_KEYS else [request.key]
+        series = [
+            (name, sorted(model[name]), [model[name][t] for t in sorted(model[name])])
+            for name in names
+            if name in model
+        ]
+        answers.append(encode_points_answer(series))
+    return b"".join(answers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(lines, max_size=20))
+def test_put_block_parses_exactly_like_parse_request(block_lines: list[bytes]) -> None:
+    block = b"".join(line + b"\n" for line in block_lines)
+    batch = parse_put_block(block)
+    if block_lines and all(line in VALID_PUTS for line in block_lines):
+        assert batch is not None  # the common shape must take the fast path
+    if batch is None:
+        return  # the slow path decides, line by line
+    # Whatever the fast path accepts, parse_request accepts line by line, with the same result.
+    expected = [parse_request(line) for line in block_lines]
+    assert all(isinstance(request, PutRequest) for request in expected)
+    assert list(zip(*batch, strict=True)) == [
+        (r.key, r.timestamp, r.value) for r in expected if isinstance(r, PutRequest)
+    ]
+
+
+@pytest.mark.parametrize("line", VALID_PUTS + OTHER_LINES)
+def test_put_line_parses_exactly_like_parse_request(line: bytes) -> None:
+    point = parse_put_line(line + b"\n")
+    if line in VALID_PUTS:
+        assert point is not None
+    if point is not None:
+        request = parse_request(line)
+        assert isinstance(request, PutRequest)
+        assert point == (request.key, request.timestamp, request.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(lines, max_size=20), st.randoms(use_true_random=False))
+def test_receive_block_gives_the_same_lines_however_split(
+    block_lines: list[bytes], rnd: random.Random
+) -> None:
+    stream = b"".join(line + b"\n" for line in block_lines) + b"put unfinished"
+    reader = LineReader(max_line=64)
+    whole_reader = LineReader(max_line=64)
+    whole = whole_reader.receive_data(stream)
+    got: list[bytes] = []
+    position = 0
+    while position < len(stream):
+        step = rnd.randint(1, 40)
+        block = reader.receive_block(stream[position : position + step])
+        assert block == b"" or block.endswith(b"\n")
+        got.extend(block.split(b"\n")[:-1])
+        position += step
+    assert got == whole
+    assert reader.too_long == whole_reader.too_long
+
+
+def _exchange(port: int, chunks: list[bytes], expected_size: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for chunk in chunks:
+            sock.sendall(chunk)
+        received = b""
+        while len(received) < expected_size:
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+        return received
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_server_answers_as_the_reference_for_random_streams(seed: int) -> None:
+    rnd = random.Random(seed)
+    stream_lines = [rnd.choice(VALID_PUTS + OTHER_LINES) for _ in range(rnd.randint(1, 400))]
+    # Long runs of valid puts, as a pipelining client sends them, exercise the fast path.
+    stream_lines += [f"put k{i % 7} {i / 4} {i}".encode() for i in range(rnd.randint(0, 900))]
+    rnd.shuffle(stream_lines)
+    stream_lines.append(b"get *")
+    stream = b"".join(line + b"\n" for line in stream_lines)
+    expected = reference_answers(stream_lines)
+    cuts = sorted(rnd.sample(range(1, len(stream)), k=min(len(stream) - 1, rnd.randint(0, 30))))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    with serve_in_background() as server:
+        assert _exchange(server.port, [stream], len(expected)) == expected
+    with serve_in_background() as server:
+        assert _exchange(server.port, chunks, len(expected)) == expected
