@@ -100,19 +100,9 @@ class Probe:
                 return Reading(bytes(data[:scanned]), "complete")
             if len(data) > limit:
                 return Reading(bytes(data), "too big")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return Reading(bytes(data), "timeout")
-            self._sock.settimeout(remaining)
-            try:
-                chunk = self._sock.recv(_RECV_SIZE)
-            except TimeoutError:
-                return Reading(bytes(data), "timeout")
-            except OSError:
-                return Reading(bytes(data), "reset")
-            if not chunk:
-                return Reading(bytes(data), "closed")
-            data += chunk
+            stopped = self._receive_more(data, deadline)
+            if stopped is not None:
+                return stopped
 
     def read_nothing(self, wait: float) -> bytes:
         """Wait ``wait`` seconds for bytes that should not come; return any that did."""
@@ -129,20 +119,27 @@ class Probe:
         deadline = time.monotonic() + self.timeout
         data = bytearray()
         while len(data) <= self.max_answer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return Reading(bytes(data), "timeout")
-            self._sock.settimeout(remaining)
-            try:
-                chunk = self._sock.recv(_RECV_SIZE)
-            except TimeoutError:
-                return Reading(bytes(data), "timeout")
-            except OSError:
-                return Reading(bytes(data), "reset")
-            if not chunk:
-                return Reading(bytes(data), "closed")
-            data += chunk
+            stopped = self._receive_more(data, deadline)
+            if stopped is not None:
+                return stopped
         return Reading(bytes(data), "too big")
+
+    def _receive_more(self, data: bytearray, deadline: float) -> Reading | None:
+        """Add one received chunk to ``data``; return the Reading that ends the wait, if any."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Reading(bytes(data), "timeout")
+        self._sock.settimeout(remaining)
+        try:
+            chunk = self._sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            return Reading(bytes(data), "timeout")
+        except OSError:
+            return Reading(bytes(data), "reset")
+        if not chunk:
+            return Reading(bytes(data), "closed")
+        data += chunk
+        return None
 
     def close(self) -> None:
         """Close the connection (safe to call twice)."""
