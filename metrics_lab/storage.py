@@ -56,33 +56,28 @@ class _Column:
     """One key's points in two typed arrays: 16 bytes a point instead of about 100 in dicts.
 
     Points are appended as they come. While timestamps arrive in ascending order (the usual
-    case for metrics) the arrays stay sorted and unique at no cost; an out-of-order point marks
-    the column unsorted, and the next read sorts it once, keeping the last write per timestamp.
+    case for metrics) the arrays stay sorted and unique at no cost; an older point marks the
+    column unsorted, and the next read sorts it once, keeping the last write per timestamp.
     """
 
-    __slots__ = ("append_above", "sorted", "timestamps", "values")
+    __slots__ = ("newest", "sorted", "timestamps", "values")
 
     def __init__(self) -> None:
         self.timestamps = array("q")
         self.values = array("d")
         self.sorted = True
-        # A point with a timestamp above this goes at the end as it is (the fast case); it is
-        # the newest timestamp while sorted, and +inf once unsorted so that append() decides.
-        self.append_above: float = -math.inf
+        # The largest timestamp in the column. A point above it can be appended as it is,
+        # sorted or not (the fast case, inlined in MemoryStore.put_many); any other point
+        # goes through append().
+        self.newest: float = -math.inf
 
     def append(self, timestamp: int, value: float) -> None:
-        timestamps = self.timestamps
-        if self.sorted and timestamps:
-            last = timestamps[-1]
-            if timestamp == last:
-                self.values[-1] = value
-                return
-            if timestamp < last:
-                self.sorted = False
-                self.append_above = math.inf
-        if self.sorted:
-            self.append_above = timestamp
-        timestamps.append(timestamp)
+        """Add a point that is not above :attr:`newest`."""
+        if self.sorted and timestamp == self.newest:
+            self.values[-1] = value  # a rewrite of the newest point: stays sorted
+            return
+        self.sorted = False
+        self.timestamps.append(timestamp)
         self.values.append(value)
 
     def settle(self) -> None:
@@ -98,7 +93,6 @@ class _Column:
         self.timestamps = array("q", latest.keys())
         self.values = array("d", latest.values())
         self.sorted = True
-        self.append_above = self.timestamps[-1] if self.timestamps else -math.inf
 
 
 class MemoryStore:
@@ -115,8 +109,8 @@ class MemoryStore:
             if column is None:
                 column = columns[key] = _Column()
             # The common case inlined (this loop is the server's hot path): a newer timestamp.
-            if timestamp > column.append_above:
-                column.append_above = timestamp
+            if timestamp > column.newest:
+                column.newest = timestamp
                 column.timestamps.append(timestamp)
                 column.values.append(value)
             else:

@@ -12,7 +12,7 @@ import random
 import socket
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from metrics_lab import serve_in_background
@@ -20,6 +20,7 @@ from metrics_lab.protocol import (
     ALL_KEYS,
     ERROR_ANSWER,
     OK_ANSWER,
+    GetRequest,
     LineReader,
     PutRequest,
     WrongCommandError,
@@ -38,6 +39,7 @@ VALID_PUTS = [
     b"put cpu 1. 8",
     b"put cpu -0 +0",
     b"put \xd0\xba 2.5e-3 9",
+    b"put put 1 2",
 ]
 OTHER_LINES = [
     b"get cpu",
@@ -68,6 +70,13 @@ OTHER_LINES = [
     b"put cpu 1 " + b"9" * 5000,
     b"put k\r 1 1",
     b"put cpu 1.7976931348623157e308 7",
+    # Lines whose fields would still line up four by four if the line breaks moved.
+    b"put k 1 2 put",
+    b"put 3 4",
+    b"put",
+    b"put put",
+    b"put k 1 2 3",
+    b"put k 1",
 ]
 lines = st.sampled_from(VALID_PUTS + OTHER_LINES)
 
@@ -113,6 +122,40 @@ def test_put_block_parses_exactly_like_parse_request(block_lines: list[bytes]) -
     assert list(zip(*batch, strict=True)) == [
         (r.key, r.timestamp, r.value) for r in expected if isinstance(r, PutRequest)
     ]
+
+
+FIELDS = [b"put", b"get", b"k", b"1", b"2.5", b"-3"]
+SEPARATORS = [b" ", b" ", b" ", b" ", b"  ", b"\t", b"\r"]
+near_lines = st.lists(
+    st.tuples(st.sampled_from(SEPARATORS), st.sampled_from(FIELDS)), min_size=1, max_size=6
+).map(lambda parts: parts[0][1] + b"".join(sep + field for sep, field in parts[1:]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(near_lines, min_size=1, max_size=6))
+@example([b"put k 1 2 put", b"put 1 2"])
+@example([b"put k 1 2", b"put", b"put k 1 2 put 1 2"])
+def test_put_block_never_accepts_what_the_line_parse_refuses(block_lines: list[bytes]) -> None:
+    # Lines of one to six fields: blocks whose fields still line up four by four although
+    # the line breaks are in the wrong places ("put k 1 2 put" then "put 3 4").
+    block = b"".join(line + b"\n" for line in block_lines)
+    batch = parse_put_block(block)
+    expected = [_parse_or_none(line) for line in block_lines]
+    if all(isinstance(request, PutRequest) for request in expected) and b"\r" not in block:
+        assert batch is not None
+    if batch is None:
+        return
+    assert all(isinstance(request, PutRequest) for request in expected), block
+    assert list(zip(*batch, strict=True)) == [
+        (r.key, r.timestamp, r.value) for r in expected if isinstance(r, PutRequest)
+    ]
+
+
+def _parse_or_none(line: bytes) -> PutRequest | GetRequest | None:
+    try:
+        return parse_request(line)
+    except WrongCommandError:
+        return None
 
 
 @pytest.mark.parametrize("line", VALID_PUTS + OTHER_LINES)
