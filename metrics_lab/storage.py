@@ -52,6 +52,12 @@ class Storage(Protocol):
         """Release the store's resources; the store is not used afterwards."""
 
 
+# The array type code for 64-bit timestamps. "l" where a C long has 64 bits (Linux, macOS),
+# because appending an int above 2**30 (every Unix timestamp) to a "q" array takes a slower
+# conversion; Windows' long has 32 bits, so there it is "q".
+_INT64 = "l" if array("l").itemsize == 8 else "q"
+
+
 class _Column:
     """One key's points in two typed arrays: 16 bytes a point instead of about 100 in dicts.
 
@@ -63,7 +69,7 @@ class _Column:
     __slots__ = ("newest", "sorted", "timestamps", "values")
 
     def __init__(self) -> None:
-        self.timestamps = array("q")
+        self.timestamps = array(_INT64)
         self.values = array("d")
         self.sorted = True
         # The largest timestamp in the column. A point above it can be appended as it is,
@@ -90,7 +96,7 @@ class _Column:
         latest: dict[int, float] = {}
         for index in order:
             latest[timestamps[index]] = values[index]
-        self.timestamps = array("q", latest.keys())
+        self.timestamps = array(_INT64, latest.keys())
         self.values = array("d", latest.values())
         self.sorted = True
 
