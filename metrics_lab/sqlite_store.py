@@ -1,9 +1,25 @@
-"""A durable store: the points in one SQLite file (stdlib :mod:`sqlite3`, WAL mode).
+"""A durable store: every acknowledged put is committed to one SQLite file (stdlib, WAL mode).
 
 :class:`SQLiteStore` keeps the :class:`~metrics_lab.storage.Storage` contract, and adds one
 promise: when :meth:`~SQLiteStore.put_many` returns, its points are committed. The server
 calls ``put_many`` once for the puts of each chunk it receives, before it writes their
 ``ok`` answers, so an ``ok`` means "on disk", and one commit covers a whole pipelined batch.
+
+How the file is laid out, and why:
+
+- ``journal``: one row per ``put_many``, its keys, timestamps and values packed into three
+  columns. A commit appends one row at the end of the table: a few sequential pages, however
+  many keys the batch touches. (One row per point in a table ordered by key would dirty a
+  page per key at every commit: several times slower for a batch over many keys.)
+- ``series``: one row per key, its timestamps and values as packed arrays, sorted: the
+  compacted form. Folding the journal into it (*compaction*) is one transaction, done when
+  the store opens after a crash, when it closes, and whenever ``compact_every`` points have
+  been journaled since the last time, so the file stays about the size of the data.
+
+Reads never touch the file: the store is a :class:`~metrics_lab.storage.MemoryStore` that
+writes every put to the database first, so it answers ``get`` at in-memory speed and needs
+the memory an in-memory store needs (about 18 bytes a point). Opening loads ``series`` and
+replays ``journal`` on top of it.
 
 One server owns one database file: the store takes an exclusive lock on the file when it
 opens it and keeps it until :meth:`~SQLiteStore.close`, so a second server (or any other
@@ -15,6 +31,8 @@ another process holds the lock; nothing on disk is changed in that case.
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     store = SQLiteStore(pathlib.Path(tmp) / "metrics.db")
 ...     store.put_many([("cpu", 2, 0.4), ("cpu", 1, 0.5), ("cpu", 2, 0.7)])
+...     store.close()
+...     store = SQLiteStore(pathlib.Path(tmp) / "metrics.db")
 ...     print(store.read("cpu"))
 ...     store.close()
 [Series(key='cpu', timestamps=[1, 2], values=[0.5, 0.7])]
@@ -22,35 +40,42 @@ another process holds the lock; nothing on disk is changed in that case.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import sys
 import threading
+from array import array
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
-from metrics_lab.storage import Point, Series
+from metrics_lab.storage import INT64_TYPECODE, MemoryStore, Point, Series
 
-__all__ = ["APPLICATION_ID", "SQLiteStore", "StoreOpenError"]
+__all__ = ["APPLICATION_ID", "FORMAT_VERSION", "SQLiteStore", "StoreOpenError"]
 
 APPLICATION_ID: Final = 0x4D4C4142
 """Stamped in the database header (``PRAGMA application_id``, "MLAB") to tell our files apart
 from other programs' SQLite databases, which the store refuses to touch."""
 
-_SCHEMA: Final = """
-CREATE TABLE points (
-    key TEXT NOT NULL,
-    timestamp INTEGER NOT NULL,
-    value REAL NOT NULL,
-    PRIMARY KEY (key, timestamp)
-) WITHOUT ROWID
-"""
-# WITHOUT ROWID: the primary key is the table's own b-tree, so a point is stored once, in
-# (key, timestamp) order, which is exactly the order reads want.
+FORMAT_VERSION: Final = 2
+"""The layout of the tables (``PRAGMA user_version``); a file with another one is refused."""
 
-_UPSERT: Final = (
-    "INSERT INTO points (key, timestamp, value) VALUES (?, ?, ?) "
-    "ON CONFLICT (key, timestamp) DO UPDATE SET value = excluded.value"
+DEFAULT_COMPACT_EVERY: Final = 1_000_000
+"""Journaled points after which ``put_many`` folds the journal into ``series``."""
+
+_SCHEMA: Final = (
+    """CREATE TABLE series (
+        key TEXT PRIMARY KEY,
+        timestamps BLOB NOT NULL,  -- int64, little-endian, ascending and unique
+        "values" BLOB NOT NULL     -- float64, little-endian, one per timestamp
+    ) WITHOUT ROWID""",
+    """CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,    -- the order of the puts
+        keys TEXT NOT NULL,        -- a JSON list, one key per point
+        timestamps BLOB NOT NULL,  -- int64, little-endian, one per point
+        "values" BLOB NOT NULL     -- float64, little-endian, one per point
+    )""",
 )
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -60,7 +85,7 @@ class StoreOpenError(Exception):
     """The store cannot be opened; the message is one line that says why and what to check."""
 
 
-class SQLiteStore:
+class SQLiteStore(MemoryStore):
     """Points in an SQLite database file; survives restarts and crashes of the process.
 
     ``path`` is created if it does not exist (its directory must). ``synchronous`` chooses what
@@ -68,10 +93,10 @@ class SQLiteStore:
     commit, so an acknowledged put survives a power cut; ``"NORMAL"`` leaves that to the
     operating system, which still survives a crash or ``kill -9`` of the server but may lose
     the last commits if the machine itself goes down. ``lock_timeout`` is how long to wait
-    for another process's lock before giving up.
+    for another process's lock before giving up. ``compact_every``: see the module docstring.
 
     Calls may come from any thread (a :func:`~metrics_lab.serve_in_background` server runs
-    in its own); they take turns on one connection.
+    in its own); they take turns.
     """
 
     def __init__(
@@ -80,9 +105,14 @@ class SQLiteStore:
         *,
         synchronous: Synchronous = "FULL",
         lock_timeout: float = 1.0,
+        compact_every: int = DEFAULT_COMPACT_EVERY,
     ) -> None:
+        super().__init__()
         self.path = Path(path)
+        self.compact_every = compact_every
         self._lock = threading.Lock()
+        self._journaled = 0  # points in the journal
+        self._changed: set[str] = set()  # keys with points in the journal
         self._check_path()
         try:
             # isolation_level=None: no hidden BEGIN; every transaction here is explicit.
@@ -93,6 +123,7 @@ class SQLiteStore:
             raise StoreOpenError(f"cannot open database {self.path}: {exc}") from exc
         try:
             self._prepare(synchronous)
+            self._load()
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreOpenError(self._explain(exc)) from exc
@@ -125,8 +156,16 @@ class SQLiteStore:
                     "one; give --db a new file name"
                 )
             if application_id == 0:
-                db.execute(_SCHEMA)
+                for statement in _SCHEMA:
+                    db.execute(statement)
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != FORMAT_VERSION:
+                raise StoreOpenError(
+                    f"{self.path} was written by another version of metrics_lab (format "
+                    f"{version}, this one reads {FORMAT_VERSION}); give --db a new file name"
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -135,6 +174,22 @@ class SQLiteStore:
         if str(mode).lower() != "wal":
             raise StoreOpenError(f"cannot switch {self.path} to WAL mode (got {mode!r})")
         db.execute(f"PRAGMA synchronous = {synchronous}")
+
+    def _load(self) -> None:
+        """Load ``series``, replay ``journal`` on top, and fold a journal left by a crash."""
+        for key, timestamps, values in self._db.execute(
+            'SELECT key, timestamps, "values" FROM series'
+        ):
+            self._restore(key, *_unpack(timestamps, values))
+        for keys, timestamps, values in self._db.execute(
+            'SELECT keys, timestamps, "values" FROM journal ORDER BY id'
+        ):
+            batch = json.loads(keys)
+            super().put_many(zip(batch, *_unpack(timestamps, values), strict=True))
+            self._changed.update(batch)
+            self._journaled += len(batch)
+        if self._journaled:
+            self._compact()
 
     def _explain(self, exc: sqlite3.Error) -> str:
         message = str(exc)
@@ -149,52 +204,75 @@ class SQLiteStore:
         return f"cannot open database {self.path}: {hint} ({message})"
 
     def put_many(self, points: Iterable[Point]) -> None:
-        """Store the points in one transaction and commit it before returning.
+        """Commit the points to the file, then store them; see :class:`Storage`.
 
         A later point replaces an earlier one at the same key and timestamp. If anything
-        fails, nothing of this call is stored and the error is raised.
+        fails (a timestamp outside 64 bits, a key that is not valid Unicode, the disk), nothing
+        of this call is stored and the error is raised.
         """
+        batch = list(points)
+        if not batch:
+            return
+        keys, timestamps, values = zip(*batch, strict=True)
+        # Packed before the transaction: a value that does not fit raises here, harmlessly.
+        row = (
+            json.dumps(keys, ensure_ascii=False),
+            _pack(array(INT64_TYPECODE, timestamps)),
+            _pack(array("d", values)),
+        )
         with self._lock:
             db = self._db
             db.execute("BEGIN")
             try:
-                db.executemany(_UPSERT, points)
+                db.execute('INSERT INTO journal (keys, timestamps, "values") VALUES (?, ?, ?)', row)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            super().put_many(batch)
+            self._changed.update(keys)
+            self._journaled += len(batch)
+            if self._journaled >= self.compact_every:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Fold the journal into ``series``: rewrite the changed keys, empty the journal."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for key in self._changed:
+                timestamps, values = self._packed(key)
+                db.execute(
+                    'INSERT OR REPLACE INTO series (key, timestamps, "values") VALUES (?, ?, ?)',
+                    (key, _pack(timestamps), _pack(values)),
+                )
+            db.execute("DELETE FROM journal")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._changed.clear()
+        self._journaled = 0
 
     def read(self, key: str | None = None) -> list[Series]:
-        """Return ``key``'s series, or all series by ascending key; see the Storage contract."""
-        if key is not None:
-            try:
-                key.encode("utf-8")
-            except UnicodeEncodeError:
-                return []  # a key no put could have stored (the server passes odd get keys)
+        """Return ``key``'s series, or all series by ascending key; see :class:`Storage`."""
         with self._lock:
-            if key is None:
-                rows = self._db.execute(
-                    "SELECT key, timestamp, value FROM points ORDER BY key, timestamp"
-                ).fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT key, timestamp, value FROM points WHERE key = ? ORDER BY timestamp",
-                    (key,),
-                ).fetchall()
-        return _group(rows)
+            return super().read(key)
 
     def __len__(self) -> int:
         """The number of stored points."""
         with self._lock:
-            count: int = self._db.execute("SELECT count(*) FROM points").fetchone()[0]
-        return count
+            return super().__len__()
 
     def close(self) -> None:
-        """Checkpoint the log into the database file and close it; calling again does nothing."""
+        """Compact, checkpoint the log into the database file and close; again does nothing."""
         with self._lock:
             db = self._db
             try:
+                if self._journaled:
+                    self._compact()
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.ProgrammingError:
                 return  # already closed
@@ -204,19 +282,24 @@ class SQLiteStore:
         return f"SQLiteStore({str(self.path)!r})"
 
 
-def _group(rows: list[tuple[str, int, float]]) -> list[Series]:
-    """Cut rows ordered by key into one :class:`Series` per key."""
-    result: list[Series] = []
-    current: str | None = None
-    timestamps: list[int] = []
-    values: list[float] = []
-    for key, timestamp, value in rows:
-        if key != current:
-            if current is not None:
-                result.append(Series(current, timestamps, values))
-            current, timestamps, values = key, [], []
-        timestamps.append(timestamp)
-        values.append(value)
-    if current is not None:
-        result.append(Series(current, timestamps, values))
-    return result
+# The file holds little-endian numbers whatever machine wrote it.
+_SWAP: Final = sys.byteorder != "little"
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _pack(numbers: array[Number]) -> bytes:
+    if _SWAP:
+        numbers = array(numbers.typecode, numbers)
+        numbers.byteswap()
+    return numbers.tobytes()
+
+
+def _unpack(timestamps: bytes, values: bytes) -> tuple[array[int], array[float]]:
+    """The arrays that :func:`_pack` wrote as ``timestamps`` and ``values``."""
+    numbers = array(INT64_TYPECODE, timestamps), array("d", values)
+    if _SWAP:
+        for column in numbers:
+            column.byteswap()
+    return numbers

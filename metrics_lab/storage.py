@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
-__all__ = ["MemoryStore", "Point", "Series", "Storage"]
+__all__ = ["INT64_TYPECODE", "MemoryStore", "Point", "Series", "Storage"]
 
 Point = tuple[str, int, float]
 """One point as the store takes it: ``(key, timestamp, value)``."""
@@ -52,10 +52,10 @@ class Storage(Protocol):
         """Release the store's resources; the store is not used afterwards."""
 
 
-# The array type code for 64-bit timestamps. "l" where a C long has 64 bits (Linux, macOS),
-# because appending an int above 2**30 (every Unix timestamp) to a "q" array takes a slower
-# conversion; Windows' long has 32 bits, so there it is "q".
-_INT64 = "l" if array("l").itemsize == 8 else "q"
+INT64_TYPECODE = "l" if array("l").itemsize == 8 else "q"
+"""The :mod:`array` type code of 64-bit timestamps: ``"l"`` where a C long has 64 bits (Linux,
+macOS), because appending an int above 2**30 (every Unix timestamp) to a ``"q"`` array takes a
+slower conversion; Windows' long has 32 bits, so there it is ``"q"``."""
 
 
 class _Column:
@@ -69,7 +69,7 @@ class _Column:
     __slots__ = ("newest", "sorted", "timestamps", "values")
 
     def __init__(self) -> None:
-        self.timestamps = array(_INT64)
+        self.timestamps = array(INT64_TYPECODE)
         self.values = array("d")
         self.sorted = True
         # The largest timestamp in the column. A point above it can be appended as it is,
@@ -96,7 +96,7 @@ class _Column:
         latest: dict[int, float] = {}
         for index in order:
             latest[timestamps[index]] = values[index]
-        self.timestamps = array(_INT64, latest.keys())
+        self.timestamps = array(INT64_TYPECODE, latest.keys())
         self.values = array("d", latest.values())
         self.sorted = True
 
@@ -121,6 +121,19 @@ class MemoryStore:
                 column.values.append(value)
             else:
                 column.append(timestamp, value)
+
+    def _restore(self, key: str, timestamps: array[int], values: array[float]) -> None:
+        """Set ``key``'s points to these arrays, sorted and unique already (a saved copy)."""
+        column = self._columns[key] = _Column()
+        column.timestamps, column.values = timestamps, values
+        if timestamps:
+            column.newest = timestamps[-1]
+
+    def _packed(self, key: str) -> tuple[array[int], array[float]]:
+        """``key``'s timestamps and values, sorted and unique, as the arrays the store keeps."""
+        column = self._columns[key]
+        column.settle()
+        return column.timestamps, column.values
 
     def read(self, key: str | None = None) -> list[Series]:
         """Return ``key``'s series, or all series by ascending key; see :class:`Storage`."""

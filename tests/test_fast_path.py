@@ -141,8 +141,9 @@ def test_put_block_never_accepts_what_the_line_parse_refuses(block_lines: list[b
     block = b"".join(line + b"\n" for line in block_lines)
     batch = parse_put_block(block)
     expected = [_parse_or_none(line) for line in block_lines]
-    if all(isinstance(request, PutRequest) for request in expected) and b"\r" not in block:
-        assert batch is not None
+    canonical = not any(odd in block for odd in (b"  ", b"\t", b"\r"))
+    if canonical and all(isinstance(request, PutRequest) for request in expected):
+        assert batch is not None  # single spaces, valid puts: the fast path takes it
     if batch is None:
         return
     assert all(isinstance(request, PutRequest) for request in expected), block

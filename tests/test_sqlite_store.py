@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from metrics_lab import Client, ClientError, serve_in_background
-from metrics_lab.sqlite_store import SQLiteStore, StoreOpenError
+from metrics_lab.sqlite_store import APPLICATION_ID, SQLiteStore, StoreOpenError
 from tests.serve_process import ServeProcess, run_serve
 
 TIMEOUT = 10.0
@@ -44,6 +44,63 @@ def test_a_failed_put_is_rolled_back(tmp_path: Path) -> None:
     store.close()
 
 
+def table_rows(path: Path) -> dict[str, int]:
+    """Rows in each table, read by plain sqlite3 (the store must be closed)."""
+    with sqlite3.connect(path) as db:
+        rows = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+    db.close()
+    return rows
+
+
+TABLES = ("series", "journal")
+
+
+def test_each_put_many_is_one_journal_row_until_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.db"
+    store = SQLiteStore(path, compact_every=5)
+    store.put_many([("cpu", 1, 0.5), ("mem", 1, 7.0)])
+    store.put_many([("cpu", 2, 0.6)])
+    assert store._db.execute("SELECT count(*) FROM journal").fetchone() == (2,)
+    store.put_many([("cpu", 2, 0.9), ("disk", 3, 1.0)])  # the 5th point: folded into series
+    assert store._db.execute("SELECT count(*) FROM journal").fetchone() == (0,)
+    store.put_many([("cpu", 0, 0.1)])
+    store.close()  # compacts too
+    assert table_rows(path) == {"series": 3, "journal": 0}
+    reopened = SQLiteStore(path)
+    assert [(s.key, list(s.timestamps), list(s.values)) for s in reopened.read()] == [
+        ("cpu", [0, 1, 2], [0.1, 0.5, 0.9]),
+        ("disk", [3], [1.0]),
+        ("mem", [1], [7.0]),
+    ]
+    reopened.close()
+
+
+def test_a_journal_left_by_a_crash_is_replayed_and_folded(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.db"
+    store = SQLiteStore(path)
+    store.put_many([("cpu", 2, 0.5), ("cpu", 1, 0.4)])
+    store.close()
+    store = SQLiteStore(path)
+    store.put_many([("cpu", 2, 0.7), ("mem", 5, 1.5)])
+    store._db.close()  # gone without close(): the last put is only in the journal
+    assert table_rows(path) == {"series": 1, "journal": 1}
+    store = SQLiteStore(path)
+    assert store._db.execute("SELECT count(*) FROM journal").fetchone() == (0,)  # folded
+    assert [(s.key, list(s.timestamps), list(s.values)) for s in store.read()] == [
+        ("cpu", [1, 2], [0.4, 0.7]),
+        ("mem", [5], [1.5]),
+    ]
+    store.close()
+
+
+def test_a_key_sqlite_cannot_hold_is_refused_whole(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "metrics.db")
+    with pytest.raises(UnicodeEncodeError):
+        store.put_many([("cpu", 1, 0.5), ("bad\udc80", 1, 0.6)])  # a lone surrogate
+    assert store.read() == []
+    store.close()
+
+
 # --- opening errors: one clear line, exit 1, nothing changed -----------------------------
 
 
@@ -57,6 +114,15 @@ def other_programs_db(tmp_path: Path) -> Path:
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE accounts (name TEXT)")
+    db.close()
+    return path
+
+
+def other_format_db(tmp_path: Path) -> Path:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE points (key TEXT, timestamp INTEGER, value REAL)")
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # ours, but format 0
     db.close()
     return path
 
@@ -77,6 +143,7 @@ def file_as_directory(tmp_path: Path) -> Path:
 BAD_PATHS = {
     "not SQLite": (not_sqlite, "not an SQLite database"),
     "another program's database": (other_programs_db, "another program"),
+    "another format": (other_format_db, "another version of metrics_lab"),
     "missing directory": (missing_directory, "does not exist"),
     "a directory": (directory_not_file, "not a regular file"),
     "a file as directory": (file_as_directory, "is not a directory"),
