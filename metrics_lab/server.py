@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
@@ -42,7 +42,7 @@ from metrics_lab.protocol import (
     parse_put_line,
     parse_request,
 )
-from metrics_lab.storage import MemoryStore, Point, Storage
+from metrics_lab.storage import GroupCommitStorage, MemoryStore, Point, Storage
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "MetricsServer", "run_server"]
 
@@ -144,7 +144,7 @@ class _Connection(asyncio.Protocol):
             if point is not None:
                 batch = ([point[0]], [point[1]], [point[2]])
             if batch is not None:
-                self._transport.write(self._store_batch(*batch))
+                self._put_batch(*batch)
                 self._work()
                 return
         lines = block.split(b"\n")[:-1]
@@ -165,6 +165,9 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
+        if self._backlog or self._reader.too_long:
+            # Answers go out in order: puts staged earlier are answered (committed) first.
+            self._server.commit_staged()
         lines = self._backlog
         start = 0
         while start < len(lines) and not self._writing_paused:
@@ -214,6 +217,18 @@ class _Connection(asyncio.Protocol):
         if pending:
             self._store_points(pending, answers)
         return b"".join(answers), index
+
+    def _put_batch(self, keys: list[str], timestamps: list[int], values: list[float]) -> None:
+        """Answer a block of puts: staged for the next group commit, or stored at once."""
+        points = zip(keys, timestamps, values, strict=True)
+        if self._server.group_commit and self._server.stage(self, points, len(keys)):
+            return  # answered by commit_staged
+        self.send(self._store_batch(keys, timestamps, values))
+
+    def send(self, answer: bytes) -> None:
+        """Write answers to the peer, unless the connection is gone."""
+        if self._transport is not None:
+            self._transport.write(answer)
 
     def _store_batch(self, keys: list[str], timestamps: list[int], values: list[float]) -> bytes:
         """Store a block of puts at once (the pipelined case) and return its answers."""
@@ -332,6 +347,10 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._connections: set[_Connection] = set()
+        # Group commit, for stores that offer it: puts staged in this turn of the loop, per
+        # connection (in the order they were staged), answered once the store commits them.
+        self.group_commit = isinstance(self.store, GroupCommitStorage)
+        self._staged: dict[_Connection, int] = {}
         self._all_closed = asyncio.Event()  # set while no connection is open
         self._all_closed.set()
         self._stopped = asyncio.Event()
@@ -410,6 +429,41 @@ class MetricsServer:
         if not self._connections:
             self._all_closed.set()
 
+    def stage(self, connection: _Connection, points: Iterable[Point], count: int) -> bool:
+        """Stage ``count`` puts of ``connection`` for the next group commit.
+
+        The first staged batch schedules :meth:`commit_staged` for the next turn of the loop,
+        so the batches that every connection sent meanwhile share its one commit. Returns
+        ``False`` (after committing what was staged, so answers stay in order) if the store
+        refused the points; the caller then stores them the ordinary way, which answers error.
+        """
+        store = cast(GroupCommitStorage, self.store)
+        try:
+            store.stage(points)
+        except Exception:
+            self.commit_staged()
+            return False
+        if not self._staged:
+            asyncio.get_running_loop().call_soon(self.commit_staged)
+        self._staged[connection] = self._staged.get(connection, 0) + count
+        return True
+
+    def commit_staged(self) -> None:
+        """Commit the staged puts and answer them: ``ok`` each, or ``error`` if it failed."""
+        if not self._staged:
+            return
+        staged, self._staged = self._staged, {}
+        try:
+            cast(GroupCommitStorage, self.store).commit()
+            answer = OK_ANSWER
+        except Exception:
+            logger.warning(
+                "the store failed to commit %d points", sum(staged.values()), exc_info=True
+            )
+            answer = ERROR_ANSWER
+        for connection, count in staged.items():
+            connection.send(answer * count)
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop gracefully: refuse new connections, send every answer already due, close.
 
@@ -426,6 +480,7 @@ class MetricsServer:
         await asyncio.sleep(0)
         server.close()
         await asyncio.sleep(0)
+        self.commit_staged()
         for connection in list(self._connections):
             connection.close()
         with contextlib.suppress(TimeoutError):

@@ -1,16 +1,19 @@
 """A durable store: every acknowledged put is committed to one SQLite file (stdlib, WAL mode).
 
 :class:`SQLiteStore` keeps the :class:`~metrics_lab.storage.Storage` contract, and adds one
-promise: when :meth:`~SQLiteStore.put_many` returns, its points are committed. The server
-calls ``put_many`` once for the puts of each chunk it receives, before it writes their
-``ok`` answers, so an ``ok`` means "on disk", and one commit covers a whole pipelined batch.
+promise: when :meth:`~SQLiteStore.put_many` returns, its points are committed. It is also a
+:class:`~metrics_lab.storage.GroupCommitStorage`: the server stages the puts of each chunk
+it receives and commits once per turn of its event loop, before it writes their ``ok``
+answers, so an ``ok`` means "on disk", and one commit (one disk sync) covers the pipelined
+batches of every connection that arrived together.
 
 How the file is laid out, and why:
 
-- ``journal``: one row per ``put_many``, its keys, timestamps and values packed into three
-  columns. A commit appends one row at the end of the table: a few sequential pages, however
-  many keys the batch touches. (One row per point in a table ordered by key would dirty a
-  page per key at every commit: several times slower for a batch over many keys.)
+- ``journal``: one row per staged batch (see :meth:`~SQLiteStore.stage`), its keys joined by
+  newlines, its timestamps and values as packed arrays. A commit appends rows at the end of
+  the table: a few sequential pages, however many keys the batches touch. (One row per point
+  in a table ordered by key would dirty a page per key at every commit: several times slower
+  for a batch over many keys.)
 - ``series``: one row per key, its timestamps and values as packed arrays, sorted: the
   compacted form. Folding the journal into it (*compaction*) is one transaction, done when
   the store opens after a crash, when it closes, and whenever ``compact_every`` points have
@@ -40,15 +43,14 @@ another process holds the lock; nothing on disk is changed in that case.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
 import threading
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from metrics_lab.storage import INT64_TYPECODE, MemoryStore, Point, Series
 
@@ -72,7 +74,7 @@ _SCHEMA: Final = (
     ) WITHOUT ROWID""",
     """CREATE TABLE journal (
         id INTEGER PRIMARY KEY,    -- the order of the puts
-        keys TEXT NOT NULL,        -- a JSON list, one key per point
+        keys TEXT NOT NULL,        -- one key per point, joined by newlines
         timestamps BLOB NOT NULL,  -- int64, little-endian, one per point
         "values" BLOB NOT NULL     -- float64, little-endian, one per point
     )""",
@@ -110,9 +112,11 @@ class SQLiteStore(MemoryStore):
         super().__init__()
         self.path = Path(path)
         self.compact_every = compact_every
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # put_many holds it across stage and commit
         self._journaled = 0  # points in the journal
         self._changed: set[str] = set()  # keys with points in the journal
+        # Batches in the open transaction, not yet readable, as (keys, timestamps, values).
+        self._staged: list[tuple[Sequence[Any], ...]] = []
         self._check_path()
         try:
             # isolation_level=None: no hidden BEGIN; every transaction here is explicit.
@@ -184,7 +188,7 @@ class SQLiteStore(MemoryStore):
         for keys, timestamps, values in self._db.execute(
             'SELECT keys, timestamps, "values" FROM journal ORDER BY id'
         ):
-            batch = json.loads(keys)
+            batch = keys.split("\n")
             super().put_many(zip(batch, *_unpack(timestamps, values), strict=True))
             self._changed.update(batch)
             self._journaled += len(batch)
@@ -210,29 +214,58 @@ class SQLiteStore(MemoryStore):
         fails (a timestamp outside 64 bits, a key that is not valid Unicode, the disk), nothing
         of this call is stored and the error is raised.
         """
-        batch = list(points)
-        if not batch:
+        with self._lock:
+            self.stage(points)
+            self.commit()
+
+    def stage(self, points: Iterable[Point]) -> None:
+        """Write the points into the open transaction (begun if needed); see :meth:`commit`.
+
+        Raises, staging nothing of this call, for a timestamp outside 64 bits or a key that
+        holds a newline or is not valid Unicode (no key the protocol carries does either).
+        """
+        columns = tuple(zip(*points, strict=True))
+        if not columns:
             return
-        keys, timestamps, values = zip(*batch, strict=True)
-        # Packed before the transaction: a value that does not fit raises here, harmlessly.
+        keys, timestamps, values = columns
+        # Packed before the statement: a value that does not fit raises here, harmlessly.
+        joined_keys = "\n".join(keys)
+        if joined_keys.count("\n") != len(keys) - 1:
+            raise ValueError("SQLiteStore cannot store a key that holds a newline")
         row = (
-            json.dumps(keys, ensure_ascii=False),
+            joined_keys,
             _pack(array(INT64_TYPECODE, timestamps)),
             _pack(array("d", values)),
         )
         with self._lock:
             db = self._db
-            db.execute("BEGIN")
+            if not db.in_transaction:
+                db.execute("BEGIN")
+            db.execute('INSERT INTO journal (keys, timestamps, "values") VALUES (?, ?, ?)', row)
+            self._staged.append(columns)
+
+    def commit(self) -> None:
+        """Commit every staged point, then make them readable; on failure, none of them.
+
+        One commit is one sync of the write-ahead log (with ``synchronous="FULL"``), however
+        many batches were staged: the server stages the batches of all the connections that
+        arrived in one turn of its loop and commits once.
+        """
+        with self._lock:
+            staged, self._staged = self._staged, []
+            db = self._db
+            if not db.in_transaction:
+                return
             try:
-                db.execute('INSERT INTO journal (keys, timestamps, "values") VALUES (?, ?, ?)', row)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            super().put_many(batch)
-            self._changed.update(keys)
-            self._journaled += len(batch)
+            for keys, timestamps, values in staged:
+                super().put_many(zip(keys, timestamps, values, strict=True))
+                self._changed.update(keys)
+                self._journaled += len(keys)
             if self._journaled >= self.compact_every:
                 self._compact()
 
@@ -267,10 +300,11 @@ class SQLiteStore(MemoryStore):
             return super().__len__()
 
     def close(self) -> None:
-        """Compact, checkpoint the log into the database file and close; again does nothing."""
+        """Commit, compact, checkpoint the log into the file and close; again does nothing."""
         with self._lock:
             db = self._db
             try:
+                self.commit()
                 if self._journaled:
                     self._compact()
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

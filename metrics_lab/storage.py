@@ -12,6 +12,11 @@ dropped in without touching the server:
 The server calls them from its event loop thread, between reads of the network, so they
 must be quick and must not block on other threads.
 
+A store that must write each put to disk can also offer ``stage(points)`` and ``commit()``
+(:class:`GroupCommitStorage`): the server then stages the puts of every chunk it receives
+and commits once per turn of its event loop, so one disk sync covers the batches of all the
+connections that arrived together.
+
 >>> store = MemoryStore()
 >>> store.put_many([("cpu", 2, 0.4), ("cpu", 1, 0.5), ("cpu", 2, 0.7)])
 >>> store.read("cpu")
@@ -23,9 +28,16 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["INT64_TYPECODE", "MemoryStore", "Point", "Series", "Storage"]
+__all__ = [
+    "INT64_TYPECODE",
+    "GroupCommitStorage",
+    "MemoryStore",
+    "Point",
+    "Series",
+    "Storage",
+]
 
 Point = tuple[str, int, float]
 """One point as the store takes it: ``(key, timestamp, value)``."""
@@ -50,6 +62,21 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release the store's resources; the store is not used afterwards."""
+
+
+@runtime_checkable
+class GroupCommitStorage(Storage, Protocol):
+    """A store whose puts can wait for one commit together (see the module docstring).
+
+    Staged points are not visible to ``read`` until ``commit`` returns. If ``commit`` raises,
+    none of the points staged since the last commit are stored. ``put_many`` stages and commits.
+    """
+
+    def stage(self, points: Iterable[Point]) -> None:
+        """Prepare the points for the next commit; raise (staging nothing) if they cannot be."""
+
+    def commit(self) -> None:
+        """Store every staged point, durably, or none of them and raise."""
 
 
 INT64_TYPECODE = "l" if array("l").itemsize == 8 else "q"

@@ -93,11 +93,19 @@ def test_a_journal_left_by_a_crash_is_replayed_and_folded(tmp_path: Path) -> Non
     store.close()
 
 
-def test_a_key_sqlite_cannot_hold_is_refused_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "error"), [("bad\udc80", UnicodeEncodeError), ("two\nlines", ValueError)]
+)
+def test_a_key_the_file_cannot_hold_is_refused_whole(
+    tmp_path: Path, key: str, error: type[Exception]
+) -> None:
     store = SQLiteStore(tmp_path / "metrics.db")
-    with pytest.raises(UnicodeEncodeError):
-        store.put_many([("cpu", 1, 0.5), ("bad\udc80", 1, 0.6)])  # a lone surrogate
-    assert store.read() == []
+    with pytest.raises(error):
+        store.put_many([("cpu", 1, 0.5), (key, 1, 0.6)])
+    store.put_many([("cpu", 2, 0.7)])  # the store goes on
+    store.close()
+    store = SQLiteStore(tmp_path / "metrics.db")
+    assert [(s.key, list(s.timestamps)) for s in store.read()] == [("cpu", [2])]
     store.close()
 
 
