@@ -3,9 +3,10 @@
 Run with ``python -m benchmarks.durable`` (``--help`` for the knobs). Each round starts a fresh
 ``metrics-lab serve`` in its own process (``--db`` in a temporary directory for SQLite), then
 ``--connections`` threads each send their share of ``--points`` puts in batches of
-``--batch`` (one write per batch, then all its answers read: one commit per batch on the
-server), and the wall time from the first byte to the last answer is taken. The figure is
-the median of ``--rounds`` rounds; the target for the ratio is at least 0.5.
+``--batch`` (one write per batch, then all its answers read; the server commits the batches
+that arrive in one turn of its loop together), and the wall time from the first byte to the
+last answer is taken. The figure is the median of ``--rounds`` rounds, memory and SQLite
+taking turns; the target for the ratio is at least 0.5.
 
 Self-contained on purpose (standard library and the installed package only), so it can be
 folded into the project's main benchmark.

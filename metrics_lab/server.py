@@ -7,6 +7,11 @@ one system call per chunk rather than one per request. (A chunk whose ``get`` an
 past :data:`ANSWER_BATCH` is answered in several writes, and the rest waits while the peer
 does not read: a chunk of ``get *`` cannot make the server build gigabytes.)
 
+With a store that commits to disk (a :class:`~metrics_lab.storage.GroupCommitStorage`, such
+as :class:`~metrics_lab.sqlite_store.SQLiteStore`), blocks of puts are staged and committed
+once per turn of the event loop, so the chunks of all connections that arrived together
+share one disk sync; their ``ok`` answers are written after it.
+
 Limits keep any one peer from exhausting the server: ``max_line``, ``max_connections`` and
 ``idle_timeout`` (see :class:`MetricsServer`).
 
