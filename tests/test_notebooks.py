@@ -89,13 +89,13 @@ def test_notebook_runs_cleanly_in_a_fresh_kernel(path: Path):
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=_ids(SOLUTIONS))
-def test_solution_runs(path: Path):
+def test_solution_runs(path: Path, tmp_path: Path):
     run = subprocess.run(
         [sys.executable, "-W", "error", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=path.parent,
+        cwd=tmp_path,  # where a solution saves its figures: not in the source tree
     )
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
