@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="benchmark this server against a baseline (source checkout only)"
     )
     bench.add_argument("--quick", action="store_true", help="smaller sizes, one round (<1 min)")
-    bench.add_argument("--rounds", type=int, help="rounds to take medians of (default: 3)")
+    bench.add_argument("--rounds", type=int, help="rounds to take medians of (default: 5)")
     bench.add_argument("--loop", default="auto", choices=LOOP_CHOICES, help="for both servers")
     bench.set_defaults(run=_bench)
 
