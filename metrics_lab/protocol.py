@@ -186,27 +186,41 @@ _KNOWN_KEYS_LIMIT: Final = 1 << 16
 _SPACE: Final = b" "
 
 
-# One put line, as the protocol writes it: single spaces, the protocol's number literals.
-_PUT_LINE: Final = re.compile(
-    rb"put ([^ ]+)"
-    rb" ([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
-    rb" ([+-]?[0-9]+)\r?\n"
-)
+# The characters of the protocol's number literals. Bytes made only of these that float() or
+# int() accepts are exactly the grammar's literals (no "1_000", "inf", "nan", "0x10", spaces).
+_VALUE_CHARACTERS: Final = b"0123456789.eE+-"
+_TIMESTAMP_CHARACTERS: Final = b"0123456789+-"
 
 
 def parse_put_line(line: bytes) -> tuple[str, int, float] | None:
     """Parse one put line *with* its ``\\n`` into ``(key, timestamp, value)``, or ``None``.
 
-    The lone-request twin of :func:`parse_put_block`: one regular expression instead of the
-    general parse, for the common shape only; ``None`` means "use :func:`parse_request`".
+    The lone-request twin of :func:`parse_put_block`, for the common shape only (single
+    spaces, at most one ``\\r`` before the ``\\n``); ``None`` means "use :func:`parse_request`".
 
     >>> parse_put_line(b"put cpu 0.5 1\\n")
     ('cpu', 1, 0.5)
     """
-    match = _PUT_LINE.fullmatch(line)
-    if match is None:
+    fields = line.split(b" ")
+    if len(fields) != 4 or fields[0] != b"put":
         return None
-    raw_key, raw_value, raw_timestamp = match.groups()
+    _, raw_key, raw_value, raw_timestamp = fields
+    raw_timestamp = raw_timestamp[:-2] if raw_timestamp[-2:] == b"\r\n" else raw_timestamp[:-1]
+    if (
+        line[-1:] != b"\n"
+        or not raw_value
+        or not raw_timestamp
+        or raw_value.translate(None, _VALUE_CHARACTERS)
+        or raw_timestamp.translate(None, _TIMESTAMP_CHARACTERS)
+    ):
+        return None
+    try:
+        value = float(raw_value)
+        timestamp = int(raw_timestamp)
+    except ValueError:  # "1.2.3", "+-1", "e5", or more digits than int() agrees to read
+        return None
+    if not math.isfinite(value) or not _INT64_MIN <= timestamp <= _INT64_MAX:
+        return None
     key = _KNOWN_KEYS.get(raw_key)
     if key is None:
         try:
@@ -216,12 +230,6 @@ def parse_put_line(line: bytes) -> tuple[str, int, float] | None:
         if len(_KNOWN_KEYS) > _KNOWN_KEYS_LIMIT:
             _KNOWN_KEYS.clear()
         _KNOWN_KEYS[raw_key] = key
-    value = float(raw_value)
-    if len(raw_timestamp) > 20 or not math.isfinite(value):
-        return None
-    timestamp = int(raw_timestamp)
-    if not _INT64_MIN <= timestamp <= _INT64_MAX:
-        return None
     return key, timestamp, value
 
 
@@ -253,11 +261,9 @@ def parse_put_block(block: bytes) -> tuple[list[str], list[int], list[float]] | 
     lines = map(_SPACE.join, zip(commands, raw_keys, raw_values, raw_timestamps, strict=True))
     if b"\n".join(lines) + b"\n" != block:
         return None
-    # Only these characters, and float()/int() accepting them, is exactly the protocol's
-    # grammar (no "1_000", "inf", "nan", "0x10" or whitespace can get through).
-    if b"".join(raw_values).translate(None, b"0123456789.eE+-"):
+    if b"".join(raw_values).translate(None, _VALUE_CHARACTERS):
         return None
-    if b"".join(raw_timestamps).translate(None, b"0123456789+-"):
+    if b"".join(raw_timestamps).translate(None, _TIMESTAMP_CHARACTERS):
         return None
     try:
         values = list(map(float, raw_values))

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
@@ -144,13 +144,16 @@ class _Connection(asyncio.Protocol):
         if not self._backlog and not self._writing_paused:
             # Pipelined puts parse as one block; a lone put has a one-regex path.
             count = block.count(b"\n")
-            batch = parse_put_block(block) if count >= FAST_PATH_LINES else None
-            point = parse_put_line(block) if count == 1 else None
-            if point is not None:
-                batch = ([point[0]], [point[1]], [point[2]])
+            batch: tuple[Sequence[str], Sequence[int], Sequence[float]] | None
+            if count == 1:
+                point = parse_put_line(block)
+                batch = None if point is None else ((point[0],), (point[1],), (point[2],))
+            else:
+                batch = parse_put_block(block) if count >= FAST_PATH_LINES else None
             if batch is not None:
                 self._put_batch(*batch)
-                self._work()
+                if self._reader.too_long:
+                    self._work()  # answers the line that was too long, and closes
                 return
         lines = block.split(b"\n")[:-1]
         if self._backlog:
@@ -223,11 +226,15 @@ class _Connection(asyncio.Protocol):
             self._store_points(pending, answers)
         return b"".join(answers), index
 
-    def _put_batch(self, keys: list[str], timestamps: list[int], values: list[float]) -> None:
+    def _put_batch(
+        self, keys: Sequence[str], timestamps: Sequence[int], values: Sequence[float]
+    ) -> None:
         """Answer a block of puts: staged for the next group commit, or stored at once."""
-        points = zip(keys, timestamps, values, strict=True)
-        if self._server.group_commit and self._server.stage(self, points, len(keys)):
-            return  # answered by commit_staged
+        server = self._server
+        if server.group_commit:
+            points = zip(keys, timestamps, values, strict=True)
+            if server.stage(self, points, len(keys)):
+                return  # answered by commit_staged
         self.send(self._store_batch(keys, timestamps, values))
 
     def send(self, answer: bytes) -> None:
@@ -235,7 +242,9 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.write(answer)
 
-    def _store_batch(self, keys: list[str], timestamps: list[int], values: list[float]) -> bytes:
+    def _store_batch(
+        self, keys: Sequence[str], timestamps: Sequence[int], values: Sequence[float]
+    ) -> bytes:
         """Store a block of puts at once (the pipelined case) and return its answers."""
         try:
             self._store.put_many(zip(keys, timestamps, values, strict=True))

@@ -152,6 +152,18 @@ def test_put_block_never_accepts_what_the_line_parse_refuses(block_lines: list[b
     ]
 
 
+@settings(max_examples=1000, deadline=None)
+@given(near_lines, st.sampled_from([b"\n", b"\r\n", b"\r\r\n", b""]))
+def test_put_line_never_accepts_what_the_line_parse_refuses(line: bytes, end: bytes) -> None:
+    point = parse_put_line(line + end)
+    request = _parse_or_none(line + end.removesuffix(b"\n"))
+    if end in (b"\n", b"\r\n") and isinstance(request, PutRequest) and b"  " not in line:
+        assert point is not None  # single spaces, a valid put: the fast path takes it
+    if point is not None:
+        assert isinstance(request, PutRequest)
+        assert point == (request.key, request.timestamp, request.value)
+
+
 def _parse_or_none(line: bytes) -> PutRequest | GetRequest | None:
     try:
         return parse_request(line)
