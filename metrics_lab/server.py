@@ -142,7 +142,7 @@ class _Connection(asyncio.Protocol):
             return
         self._last_line_at = self._clock()
         if not self._backlog and not self._writing_paused:
-            # Pipelined puts parse as one block; a lone put has a one-regex path.
+            # Pipelined puts parse as one block, a lone put as one line; the rest, line by line.
             count = block.count(b"\n")
             batch: tuple[Sequence[str], Sequence[int], Sequence[float]] | None
             if count == 1:
