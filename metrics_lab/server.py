@@ -231,7 +231,7 @@ class _Connection(asyncio.Protocol):
     ) -> None:
         """Answer a block of puts: staged for the next group commit, or stored at once."""
         server = self._server
-        if server.group_commit:
+        if server.group_commit is not None:
             points = zip(keys, timestamps, values, strict=True)
             if server.stage(self, points, len(keys)):
                 return  # answered by commit_staged
@@ -361,9 +361,12 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._connections: set[_Connection] = set()
-        # Group commit, for stores that offer it: puts staged in this turn of the loop, per
-        # connection (in the order they were staged), answered once the store commits them.
-        self.group_commit = isinstance(self.store, GroupCommitStorage)
+        # Group commit: the store again if it offers stage/commit, else None; and the puts
+        # staged in this turn of the loop, per connection in staging order, answered once the
+        # store commits them.
+        self.group_commit: GroupCommitStorage | None = (
+            self.store if isinstance(self.store, GroupCommitStorage) else None
+        )
         self._staged: dict[_Connection, int] = {}
         self._all_closed = asyncio.Event()  # set while no connection is open
         self._all_closed.set()
@@ -451,9 +454,9 @@ class MetricsServer:
         ``False`` (after committing what was staged, so answers stay in order) if the store
         refused the points; the caller then stores them the ordinary way, which answers error.
         """
-        store = cast(GroupCommitStorage, self.store)
+        assert self.group_commit is not None, "stage() needs a GroupCommitStorage"
         try:
-            store.stage(points)
+            self.group_commit.stage(points)
         except Exception:
             self.commit_staged()
             return False
@@ -468,7 +471,8 @@ class MetricsServer:
             return
         staged, self._staged = self._staged, {}
         try:
-            cast(GroupCommitStorage, self.store).commit()
+            assert self.group_commit is not None  # something was staged
+            self.group_commit.commit()
             answer = OK_ANSWER
         except Exception:
             logger.warning(

@@ -43,12 +43,13 @@ another process holds the lock; nothing on disk is changed in that case.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
@@ -150,8 +151,7 @@ class SQLiteStore(MemoryStore):
         db.execute("PRAGMA locking_mode = EXCLUSIVE")
         # Take the lock before looking at anything, and fail now (not at the first put) if
         # another process has it. Reading the header also rejects files that are not SQLite.
-        db.execute("BEGIN EXCLUSIVE")
-        try:
+        with self._transaction("BEGIN EXCLUSIVE"):
             application_id = db.execute("PRAGMA application_id").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
             if application_id != APPLICATION_ID and (application_id != 0 or tables):
@@ -170,14 +170,23 @@ class SQLiteStore(MemoryStore):
                     f"{self.path} was written by another version of metrics_lab (format "
                     f"{version}, this one reads {FORMAT_VERSION}); give --db a new file name"
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreOpenError(f"cannot switch {self.path} to WAL mode (got {mode!r})")
         db.execute(f"PRAGMA synchronous = {synchronous}")
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str = "BEGIN") -> Iterator[None]:
+        """Run the block in one transaction: committed if it returns, rolled back if it raises."""
+        db = self._db
+        db.execute(begin)
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def _load(self) -> None:
         """Load ``series``, replay ``journal`` on top, and fold a journal left by a crash."""
@@ -272,8 +281,7 @@ class SQLiteStore(MemoryStore):
     def _compact(self) -> None:
         """Fold the journal into ``series``: rewrite the changed keys, empty the journal."""
         db = self._db
-        db.execute("BEGIN")
-        try:
+        with self._transaction():
             for key in self._changed:
                 timestamps, values = self._packed(key)
                 db.execute(
@@ -281,11 +289,6 @@ class SQLiteStore(MemoryStore):
                     (key, _pack(timestamps), _pack(values)),
                 )
             db.execute("DELETE FROM journal")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._changed.clear()
         self._journaled = 0
 

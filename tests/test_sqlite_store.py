@@ -44,15 +44,15 @@ def test_a_failed_put_is_rolled_back(tmp_path: Path) -> None:
     store.close()
 
 
+TABLES = ("series", "journal")
+
+
 def table_rows(path: Path) -> dict[str, int]:
     """Rows in each table, read by plain sqlite3 (the store must be closed)."""
     with sqlite3.connect(path) as db:
         rows = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
     db.close()
     return rows
-
-
-TABLES = ("series", "journal")
 
 
 def test_each_put_many_is_one_journal_row_until_compaction(tmp_path: Path) -> None:
