@@ -45,6 +45,8 @@ __all__ = [
     "DEFAULT_MAX_ANSWER_SIZE",
     "DEFAULT_MAX_LINE",
     "ERROR_ANSWER",
+    "INT64_MAX",
+    "INT64_MIN",
     "NEED_DATA",
     "OK_ANSWER",
     "Answer",
@@ -59,10 +61,9 @@ __all__ = [
     "encode_get",
     "encode_points_answer",
     "encode_put",
-    "iter_points_answer",
+    "encode_series_lines",
     "parse_get_answer",
-    "parse_put_block",
-    "parse_put_line",
+    "parse_key",
     "parse_request",
 ]
 
@@ -79,8 +80,8 @@ million points is about 30 MB, so this leaves room for thirty times that)."""
 OK_ANSWER: Final = b"ok\n\n"
 ERROR_ANSWER: Final = b"error\nwrong command\n\n"
 
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 # Python's float() and int() also accept "1_000", " 1.5", "inf" and "nan"; the protocol does not.
 _FLOAT_LITERAL: Final = re.compile(rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INT_LITERAL: Final = re.compile(rb"[+-]?[0-9]+")
@@ -139,7 +140,7 @@ def parse_request(line: bytes) -> Request | None:
         if len(fields) != 4:
             raise WrongCommandError(f"put takes 3 fields, got {len(fields) - 1}")
         key, value, timestamp = fields[1:]
-        return PutRequest(_parse_key(key), _parse_value(value), _parse_timestamp(timestamp))
+        return PutRequest(parse_key(key), _parse_value(value), _parse_timestamp(timestamp))
     if command == b"get":
         if len(fields) != 2:
             raise WrongCommandError(f"get takes 1 field, got {len(fields) - 1}")
@@ -148,7 +149,8 @@ def parse_request(line: bytes) -> Request | None:
     raise WrongCommandError(f"unknown command {command[:32]!r}")
 
 
-def _parse_key(raw: bytes) -> str:
+def parse_key(raw: bytes) -> str:
+    """Decode and check a put key; raise :class:`WrongCommandError` if it cannot be one."""
     try:
         key = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -174,120 +176,9 @@ def _parse_timestamp(raw: bytes) -> int:
         timestamp = int(raw)
     except ValueError:  # more digits than int() agrees to read: far outside 64 bits anyway
         raise WrongCommandError("timestamp does not fit in 64 bits") from None
-    if not _INT64_MIN <= timestamp <= _INT64_MAX:
+    if not INT64_MIN <= timestamp <= INT64_MAX:
         raise WrongCommandError("timestamp does not fit in 64 bits")
     return timestamp
-
-
-# Keys already validated, so a stream of puts to the same keys decodes and checks each key once.
-# Bounded: a peer inventing keys without end only makes the cache restart.
-_KNOWN_KEYS: dict[bytes, str] = {}
-_KNOWN_KEYS_LIMIT: Final = 1 << 16
-_SPACE: Final = b" "
-
-
-# The characters of the protocol's number literals. Bytes made only of these that float() or
-# int() accepts are exactly the grammar's literals (no "1_000", "inf", "nan", "0x10", spaces).
-_VALUE_CHARACTERS: Final = b"0123456789.eE+-"
-_TIMESTAMP_CHARACTERS: Final = b"0123456789+-"
-
-
-def parse_put_line(line: bytes) -> tuple[str, int, float] | None:
-    """Parse one put line *with* its ``\\n`` into ``(key, timestamp, value)``, or ``None``.
-
-    The lone-request twin of :func:`parse_put_block`, for the common shape only (single
-    spaces, at most one ``\\r`` before the ``\\n``); ``None`` means "use :func:`parse_request`".
-
-    >>> parse_put_line(b"put cpu 0.5 1\\n")
-    ('cpu', 1, 0.5)
-    """
-    fields = line.split(b" ")
-    if len(fields) != 4 or fields[0] != b"put":
-        return None
-    _, raw_key, raw_value, raw_timestamp = fields
-    raw_timestamp = raw_timestamp[:-2] if raw_timestamp[-2:] == b"\r\n" else raw_timestamp[:-1]
-    if (
-        line[-1:] != b"\n"
-        or not raw_value
-        or not raw_timestamp
-        or raw_value.translate(None, _VALUE_CHARACTERS)
-        or raw_timestamp.translate(None, _TIMESTAMP_CHARACTERS)
-    ):
-        return None
-    try:
-        value = float(raw_value)
-        timestamp = int(raw_timestamp)
-    except ValueError:  # "1.2.3", "+-1", "e5", or more digits than int() agrees to read
-        return None
-    if not math.isfinite(value) or not _INT64_MIN <= timestamp <= _INT64_MAX:
-        return None
-    key = _KNOWN_KEYS.get(raw_key)
-    if key is None:
-        try:
-            key = _parse_key(raw_key)
-        except WrongCommandError:
-            return None
-        if len(_KNOWN_KEYS) > _KNOWN_KEYS_LIMIT:
-            _KNOWN_KEYS.clear()
-        _KNOWN_KEYS[raw_key] = key
-    return key, timestamp, value
-
-
-def parse_put_block(block: bytes) -> tuple[list[str], list[int], list[float]] | None:
-    """Parse a block of whole lines that are all valid puts, in one pass; else return ``None``.
-
-    ``block`` is what :meth:`LineReader.receive_block` returns: complete lines, each ended by
-    ``\\n``. When every line is a put that :func:`parse_request` would accept, the result is
-    ``(keys, timestamps, values)`` in line order, exactly what it would have produced line by
-    line. For anything else (a get, an empty line, a run of spaces, one invalid field) it may
-    give ``None``, and the caller parses the block line by line instead. This is the server's
-    fast path for pipelined puts: every check below works on the whole block in C loops
-    (split, count, translate, map) rather than on one line at a time in Python.
-
-    >>> parse_put_block(b"put cpu 0.5 1\\nput cpu 0.25 2\\r\\n")
-    (['cpu', 'cpu'], [1, 2], [0.5, 0.25])
-    >>> parse_put_block(b"put cpu 0.5 1\\nget cpu\\n") is None
-    True
-    """
-    if b"\r" in block:
-        block = block.replace(b"\r\n", b"\n")  # one trailing \r per line is ignored
-    fields = block.split()  # on any whitespace runs; the check below makes sure of the shape
-    commands, raw_keys, raw_values, raw_timestamps = (fields[i::4] for i in range(4))
-    count = len(commands)
-    if not count or commands.count(b"put") != count or len(fields) != 4 * count:
-        return None
-    # Rebuilt with single spaces and line ends, the fields must give back the very block: so
-    # every line was "put <key> <value> <timestamp>" and the fields line up four by four.
-    lines = map(_SPACE.join, zip(commands, raw_keys, raw_values, raw_timestamps, strict=True))
-    if b"\n".join(lines) + b"\n" != block:
-        return None
-    if b"".join(raw_values).translate(None, _VALUE_CHARACTERS):
-        return None
-    if b"".join(raw_timestamps).translate(None, _TIMESTAMP_CHARACTERS):
-        return None
-    try:
-        values = list(map(float, raw_values))
-        timestamps = list(map(int, raw_timestamps))
-    except ValueError:  # "1.2.3", "+-1", "e5", or more digits than int() agrees to read
-        return None
-    # (A sum that overflows sends finite values to the slow path too, which is merely slower.)
-    if not math.isfinite(sum(values)):
-        return None
-    if min(timestamps) < _INT64_MIN or max(timestamps) > _INT64_MAX:
-        return None
-    known = _KNOWN_KEYS
-    try:
-        keys = list(map(known.__getitem__, raw_keys))
-    except KeyError:
-        if len(known) > _KNOWN_KEYS_LIMIT:
-            known.clear()
-        try:
-            for raw in set(raw_keys).difference(known):
-                known[raw] = _parse_key(raw)
-        except WrongCommandError:
-            return None
-        keys = list(map(known.__getitem__, raw_keys))
-    return keys, timestamps, values
 
 
 class LineReader:
@@ -357,41 +248,26 @@ class LineReader:
 # --- answers, server side ----------------------------------------------------------------
 
 
-ANSWER_PIECE: Final = 256 * 1024
-"""About how many bytes :func:`iter_points_answer` gathers into each piece it yields."""
-
-
 def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[float]]]) -> bytes:
     """Encode the ``ok`` answer to a ``get``: one line per point, then the empty line.
 
     ``series`` yields ``(key, timestamps, values)`` in the order the lines should go out
-    (keys ascending, timestamps ascending). Values are written as ``repr(float)``, the
-    shortest text that reads back to the same float.
+    (keys ascending, timestamps ascending).
     """
-    return b"".join(iter_points_answer(series))
+    return b"".join(["ok\n".encode(), *(encode_series_lines(*one) for one in series), b"\n"])
 
 
-def iter_points_answer(
-    series: Iterable[tuple[str, Sequence[int], Sequence[float]]],
-) -> Iterator[bytes]:
-    """Yield the bytes of :func:`encode_points_answer` in pieces of about ``ANSWER_PIECE``.
+def encode_series_lines(key: str, timestamps: Sequence[int], values: Sequence[float]) -> bytes:
+    """Encode the data lines of one key's points: ``<key> <value> <timestamp>\n`` each.
 
-    A server that writes each piece as soon as it is encoded lets the first bytes of a big
-    answer travel while the rest is still being encoded.
+    Values are written as ``repr(float)``, the shortest text that reads back to the same float.
+
+    >>> encode_series_lines("cpu", [1, 2], [0.5, 2.0])
+    b'cpu 0.5 1\ncpu 2.0 2\n'
     """
-    parts = ["ok\n"]
-    size = 3
-    for key, timestamps, values in series:
-        prefix = key + " "
-        pairs = zip(timestamps, values, strict=True)
-        lines = "".join([f"{prefix}{value!r} {timestamp}\n" for timestamp, value in pairs])
-        parts.append(lines)
-        size += len(lines)
-        if size >= ANSWER_PIECE:
-            yield "".join(parts).encode("utf-8")
-            parts, size = [], 0
-    parts.append("\n")
-    yield "".join(parts).encode("utf-8")
+    prefix = key + " "
+    pairs = zip(timestamps, values, strict=True)
+    return "".join([f"{prefix}{value!r} {timestamp}\n" for timestamp, value in pairs]).encode()
 
 
 # --- requests and answers, client side ---------------------------------------------------
@@ -462,7 +338,7 @@ def _timestamp_text(timestamp: object) -> str:
             "a timestamp must be an int of Unix seconds, "
             f"not {type(timestamp).__name__} {timestamp!r}{hint}"
         )
-    if not _INT64_MIN <= timestamp <= _INT64_MAX:
+    if not INT64_MIN <= timestamp <= INT64_MAX:
         raise InvalidRequestError(f"timestamp {timestamp} does not fit in a signed 64-bit integer")
     return str(timestamp)
 

@@ -1,22 +1,17 @@
 """The asyncio server: one event loop, many connections, one shared store.
 
-Each connection is an :class:`asyncio.Protocol`. Its ``data_received`` hands the chunk to the
-protocol module's :class:`~metrics_lab.protocol.LineReader`, runs every complete request
-against the store, and answers the whole chunk with one write, so a pipelining client pays
-one system call per chunk rather than one per request. (A chunk whose ``get`` answers grow
-past :data:`ANSWER_BATCH` is answered in several writes, and the rest waits while the peer
-does not read: a chunk of ``get *`` cannot make the server build gigabytes.)
+All of the protocol lives in :class:`~metrics_lab.session.ServerSession`, one per connection.
+This module only moves bytes between sockets and sessions::
 
-With a store that commits to disk (a :class:`~metrics_lab.storage.GroupCommitStorage`, such
-as :class:`~metrics_lab.sqlite_store.SQLiteStore`), blocks of puts are staged and committed
-once per turn of the event loop, so the chunks of all connections that arrived together
-share one disk sync; their ``ok`` answers are written after it.
+    socket --data_received--> session.receive_data(data)
+    socket <----write-------- session.data_to_send()
 
-Limits keep any one peer from exhausting the server: ``max_line``, ``max_connections`` and
-``idle_timeout`` (see :class:`MetricsServer`).
+and does what needs a clock or a socket: it stops reading from a peer that does not read its
+answers (flow control), answers at most :data:`~metrics_lab.session.ANSWER_BATCH` bytes of
+one connection per turn of the loop before it lets the others run, wakes a session when the
+store it waits for is done, and enforces the limits (``max_connections``, ``idle_timeout``).
 
 >>> import asyncio
->>> from metrics_lab import Client
 >>> async def main():
 ...     async with MetricsServer("127.0.0.1", 0) as server:
 ...         print(server.host, server.port > 0)
@@ -30,57 +25,62 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
+from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
-from metrics_lab.protocol import (
-    ALL_KEYS,
-    DEFAULT_MAX_LINE,
-    ERROR_ANSWER,
-    OK_ANSWER,
-    LineReader,
-    PutRequest,
-    WrongCommandError,
-    encode_points_answer,
-    parse_put_block,
-    parse_put_line,
-    parse_request,
-)
-from metrics_lab.storage import GroupCommitStorage, MemoryStore, Point, Storage
+from metrics_lab.fastpath import FastParser
+from metrics_lab.protocol import DEFAULT_MAX_LINE
+from metrics_lab.session import ANSWER_BATCH, ServerSession, SimpleParser
+from metrics_lab.storage import MemoryStore, Storage
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "MetricsServer", "run_server"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "LOOP_CHOICES",
+    "PARSER_CHOICES",
+    "MetricsServer",
+    "event_loop_factory",
+    "make_parser",
+    "run_server",
+]
 
 logger = logging.getLogger("metrics_lab.server")
 
 DEFAULT_MAX_CONNECTIONS = 1000
 """Open connections a server accepts at once; more are closed as soon as they arrive."""
 
-ANSWER_BATCH = 1024 * 1024
-"""Bytes of ``get`` answers one connection builds before it checks that the peer reads them."""
-
 REFUSAL_LOG_INTERVAL = 10.0
 """Seconds between two warnings about connections refused over the limit."""
 
+PARSER_CHOICES: Final = ("auto", "simple", "fast")
+"""How a server parses requests: ``simple`` line by line, ``fast`` blocks of puts at once
+(:mod:`metrics_lab.fastpath`); ``auto`` is ``fast``. The answers are the same."""
 
-FAST_PATH_LINES: Final = 8
-"""From how many lines a received block is tried as one batch of puts."""
+
+def make_parser(parser: str = "auto") -> SimpleParser:
+    """The parser that ``parser`` (one of :data:`PARSER_CHOICES`) names, for one server."""
+    if parser not in PARSER_CHOICES:
+        raise ValueError(f"parser must be one of {PARSER_CHOICES}, not {parser!r}")
+    return SimpleParser() if parser == "simple" else FastParser()
 
 
 class _Connection(asyncio.Protocol):
-    """One client's connection: read lines, run requests, write answers in order."""
+    """Moves bytes between one socket and its session, and applies flow control."""
 
     def __init__(self, server: MetricsServer) -> None:
         self._server = server
-        self._store = server.store
-        self._reader = LineReader(server.max_line)
+        self._session = ServerSession(server.store, parser=server.parser, max_line=server.max_line)
         self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
         self._peer = "?"
-        self._clock = asyncio.get_running_loop().time
-        self._last_line_at = 0.0  # loop time of the last complete request line (or the accept)
+        self._writing_paused = False  # the peer does not read: the transport's buffer is full
+        self._reading = True
+        self._send_scheduled = False
+        self._waited: Future[None] | None = None  # the store future we asked to be woken by
+        self._last_active = 0.0  # loop time of the last sign of life (a line, or a drained buffer)
+        self._buffered_at_check = 0  # the write buffer's size at the last idle check
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._backlog: list[bytes] = []  # request lines received but not yet answered
-        self._writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports implement the interface without
@@ -94,10 +94,8 @@ class _Connection(asyncio.Protocol):
         self._server._connection_opened(self)
         logger.debug("connection from %s opened", self._peer)
         if self._server.idle_timeout is not None:
-            self._last_line_at = self._clock()
-            self._idle_timer = asyncio.get_running_loop().call_later(
-                self._server.idle_timeout, self._check_idle
-            )
+            self._last_active = self._loop.time()
+            self._idle_timer = self._loop.call_later(self._server.idle_timeout, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is None:
@@ -105,155 +103,116 @@ class _Connection(asyncio.Protocol):
         self._server._connection_closed(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        if self._reader.pending:
-            logger.debug("%s left mid-line (%d bytes dropped)", self._peer, self._reader.pending)
         logger.debug("connection from %s closed%s", self._peer, f": {exc}" if exc else "")
         self._transport = None
 
-    def _check_idle(self) -> None:
-        """Timer: close the connection if no request line was completed for ``idle_timeout``.
+    def data_received(self, data: bytes) -> None:
+        lines_before = self._session.lines_received
+        self._session.receive_data(data)
+        if self._session.lines_received != lines_before:
+            self._last_active = self._loop.time()
+        self._send()
 
-        One timer per connection, re-armed for the time that is left, rather than a timer
-        reset on every chunk: a busy connection costs one float store per chunk.
+    def eof_received(self) -> bool:
+        # The peer sends no more but may still read: answer what it sent, then close.
+        self._session.receive_data(b"")
+        self._send()
+        return True
+
+    def _send(self) -> None:
+        """Write what the session has ready, as far as the peer reads it; then decide whether
+        to read more, to wait for the store, or to close."""
+        self._send_scheduled = False
+        transport = self._transport
+        if transport is None:
+            return
+        session = self._session
+        written = 0
+        try:
+            while not self._writing_paused:
+                data = session.data_to_send()
+                if not data:
+                    break
+                transport.write(data)
+                written += len(data)
+                if written >= ANSWER_BATCH:
+                    # Fair to the other connections: go on in the next turn of the loop.
+                    self._send_scheduled = True
+                    self._loop.call_soon(self._send)
+                    return
+        except Exception:
+            logger.warning("%s: the store failed mid-answer; closing", self._peer, exc_info=True)
+            transport.abort()
+            return
+        self._wait_for(session.waiting_for)
+        self._set_reading(session.wants_data and not self._writing_paused)
+        if session.finished and not self._writing_paused:
+            transport.close()
+
+    def _wait_for(self, future: Future[None] | None) -> None:
+        """Have :meth:`_send` run again once ``future`` (done in a store's thread) is done."""
+        if future is None or future is self._waited:
+            return
+        self._waited = future
+        loop = self._loop
+
+        def wake(_: Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to answer
+                loop.call_soon_threadsafe(self._wake)
+
+        future.add_done_callback(wake)
+
+    def _wake(self) -> None:
+        self._waited = None
+        if not self._send_scheduled:
+            self._send()
+
+    def _set_reading(self, reading: bool) -> None:
+        transport = self._transport
+        if transport is None or reading == self._reading or transport.is_closing():
+            return
+        self._reading = reading
+        if reading:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    # Flow control: asyncio calls these when the transport's write buffer passes its high
+    # and low water marks, that is when the peer stops and starts reading its answers.
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._set_reading(False)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._last_active = self._loop.time()  # the peer read: it is alive
+        if not self._send_scheduled:
+            self._send()
+
+    def _check_idle(self) -> None:
+        """Timer: close the connection if it showed no sign of life for ``idle_timeout``.
+
+        A sign of life is a complete request line, or a peer taking answers off a full
+        buffer. Bytes that never finish a line do not count, so a peer that trickles one
+        byte a minute is closed too. One timer per connection, re-armed for the time left.
         """
         timeout = self._server.idle_timeout
         transport = self._transport
         if timeout is None or transport is None:
             return
-        idle = self._clock() - self._last_line_at
+        buffered = transport.get_write_buffer_size()
+        if buffered < self._buffered_at_check:
+            self._last_active = self._loop.time()  # the peer took answers since the last check
+        self._buffered_at_check = buffered
+        idle = self._loop.time() - self._last_active
         if idle < timeout:
-            self._idle_timer = asyncio.get_running_loop().call_later(
-                timeout - idle, self._check_idle
-            )
+            self._idle_timer = self._loop.call_later(timeout - idle, self._check_idle)
             return
-        # Bytes that never finish a line do not count as activity, so a peer that trickles one
-        # byte a minute is closed too. abort(): an idle peer is owed nothing, and one that does
-        # not read its answers must not keep us waiting for its buffer to drain.
-        logger.info("%s sent no request for %.0f s; closing", self._peer, idle)
+        # abort(): an idle peer is owed nothing, and one that does not read its answers must
+        # not keep us waiting for its buffer to drain.
+        logger.info("%s showed no sign of life for %.0f s; closing", self._peer, idle)
         self._idle_timer = None
         transport.abort()
-
-    def data_received(self, data: bytes) -> None:
-        if self._transport is None:
-            return
-        block = self._reader.receive_block(data)
-        if not block:
-            self._work()
-            return
-        self._last_line_at = self._clock()
-        if not self._backlog and not self._writing_paused:
-            # Pipelined puts parse as one block, a lone put as one line; the rest, line by line.
-            count = block.count(b"\n")
-            batch: tuple[Sequence[str], Sequence[int], Sequence[float]] | None
-            if count == 1:
-                point = parse_put_line(block)
-                batch = None if point is None else ((point[0],), (point[1],), (point[2],))
-            else:
-                batch = parse_put_block(block) if count >= FAST_PATH_LINES else None
-            if batch is not None:
-                self._put_batch(*batch)
-                if self._reader.too_long:
-                    self._work()  # answers the line that was too long, and closes
-                return
-        lines = block.split(b"\n")[:-1]
-        if self._backlog:
-            self._backlog.extend(lines)
-        else:
-            self._backlog = lines
-        self._work()
-
-    def _work(self) -> None:
-        """Answer the backlog in order, pausing while the peer does not read its answers.
-
-        ``_answer`` stops once it has built about :data:`ANSWER_BATCH` bytes, so a chunk full
-        of ``get *`` (each answer megabytes) cannot make us build gigabytes at once: when the
-        transport's buffer is full, ``pause_writing`` sets ``_writing_paused`` and the rest
-        waits in the backlog until ``resume_writing``.
-        """
-        transport = self._transport
-        if transport is None:
-            return
-        if self._backlog or self._reader.too_long:
-            # Answers go out in order: puts staged earlier are answered (committed) first.
-            self._server.commit_staged()
-        lines = self._backlog
-        start = 0
-        while start < len(lines) and not self._writing_paused:
-            answer, start = self._answer(lines, start)
-            if answer:
-                transport.write(answer)
-        self._backlog = lines[start:] if start < len(lines) else []
-        if self._reader.too_long and not self._backlog and not transport.is_closing():
-            logger.warning(
-                "%s sent a line over %d bytes; answering error and closing",
-                self._peer,
-                self._reader.max_line,
-            )
-            transport.write(ERROR_ANSWER)
-            transport.close()
-
-    def _answer(self, lines: list[bytes], start: int = 0) -> tuple[bytes, int]:
-        """Run requests from ``lines[start]`` on, in order; return their answers joined into
-        one write, and the index of the first line not run (a batch ends once its answers
-        pass :data:`ANSWER_BATCH` bytes)."""
-        answers: list[bytes] = []
-        pending: list[Point] = []  # puts not yet in the store; flushed before any get
-        size = 0
-        index = start
-        end = len(lines)
-        while index < end and size <= ANSWER_BATCH:
-            line = lines[index]
-            index += 1
-            try:
-                request = parse_request(line)
-            except WrongCommandError as exc:
-                logger.debug("%s: wrong command %r: %s", self._peer, line[:80], exc)
-                answers.append(ERROR_ANSWER)
-                continue
-            if request is None:
-                continue
-            if type(request) is PutRequest:
-                pending.append((request.key, request.timestamp, request.value))
-                answers.append(OK_ANSWER)
-                continue
-            if pending:
-                self._store_points(pending, answers)
-                pending = []
-            answer = self._read(request.key)
-            size += len(answer)
-            answers.append(answer)
-        if pending:
-            self._store_points(pending, answers)
-        return b"".join(answers), index
-
-    def _put_batch(
-        self, keys: Sequence[str], timestamps: Sequence[int], values: Sequence[float]
-    ) -> None:
-        """Answer a block of puts: staged for the next group commit, or stored at once."""
-        server = self._server
-        if server.group_commit is not None:
-            points = zip(keys, timestamps, values, strict=True)
-            if server.stage(self, points, len(keys)):
-                return  # answered by commit_staged
-        self.send(self._store_batch(keys, timestamps, values))
-
-    def send(self, answer: bytes) -> None:
-        """Write answers to the peer, unless the connection is gone."""
-        if self._transport is not None:
-            self._transport.write(answer)
-
-    def _store_batch(
-        self, keys: Sequence[str], timestamps: Sequence[int], values: Sequence[float]
-    ) -> bytes:
-        """Store a block of puts at once (the pipelined case) and return its answers."""
-        try:
-            self._store.put_many(zip(keys, timestamps, values, strict=True))
-        except Exception:
-            logger.warning(
-                "%s: the store failed to take %d points", self._peer, len(keys), exc_info=True
-            )
-            return ERROR_ANSWER * len(keys)
-        return OK_ANSWER * len(keys)
 
     @property
     def write_buffer_size(self) -> int:
@@ -261,46 +220,12 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         return 0 if transport is None else transport.get_write_buffer_size()
 
-    def _store_points(self, points: list[Point], answers: list[bytes]) -> None:
-        try:
-            self._store.put_many(points)
-        except Exception:
-            # The puts were answered "ok" in advance; none of them may claim success now.
-            logger.warning(
-                "%s: the store failed to take %d points", self._peer, len(points), exc_info=True
-            )
-            unstored = len(points)
-            for index in range(len(answers) - 1, -1, -1):
-                if unstored == 0:
-                    break
-                if answers[index] is OK_ANSWER:
-                    answers[index] = ERROR_ANSWER
-                    unstored -= 1
-
-    def _read(self, key: str) -> bytes:
-        try:
-            return encode_points_answer(self._store.read(None if key == ALL_KEYS else key))
-        except Exception:
-            logger.warning("%s: the store failed to read %r", self._peer, key, exc_info=True)
-            return ERROR_ANSWER
-
-    # Flow control: a peer that pipelines without reading its answers fills our write buffer;
-    # stop reading from it until the buffer drains, so its requests cannot grow memory.
-    def pause_writing(self) -> None:
-        self._writing_paused = True
+    def shut_down(self) -> None:
+        """Stop taking requests: answer those already received, then close."""
         if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
-            self._work()
-
-    def close(self) -> None:
-        """Close after the answers already written have gone out."""
-        if self._transport is not None:
-            self._transport.close()
+            self._session.receive_data(b"")
+            self._set_reading(False)
+            self._send()
 
     def abort(self) -> None:
         """Close at once, dropping unsent answers."""
@@ -320,13 +245,15 @@ class MetricsServer:
     ``port=0`` asks the system for a free port; :attr:`port` tells which one was bound. The
     server binds to 127.0.0.1 unless told otherwise, and uses ``store`` (a new
     :class:`~metrics_lab.storage.MemoryStore` by default). Whoever creates a store closes it:
-    the server never closes the store it was given.
+    the server never closes the store it was given. ``parser`` is one of
+    :data:`PARSER_CHOICES`: the answers are the same, the speed is not.
 
     Limits, so that no peer can exhaust the server: a request line over ``max_line`` bytes is
     answered with the error answer and its connection closed; beyond ``max_connections`` open
     connections a new one is closed at once (logged as a warning); with ``idle_timeout`` set,
-    a connection that completes no request line for that many seconds is closed (``None``, the
-    default, keeps quiet connections open, as notebooks want).
+    a connection that shows no sign of life for that many seconds (no request line completed,
+    no answer taken) is closed (``None``, the default, keeps quiet connections open, as
+    notebooks want).
 
     Use it as an async context manager::
 
@@ -342,6 +269,7 @@ class MetricsServer:
         port: int = 0,
         *,
         store: Storage | None = None,
+        parser: str = "auto",
         max_line: int = DEFAULT_MAX_LINE,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float | None = None,
@@ -353,6 +281,7 @@ class MetricsServer:
         self.requested_host = host
         self.requested_port = port
         self.store: Storage = MemoryStore() if store is None else store
+        self.parser = make_parser(parser)
         self.max_line = max_line
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -361,13 +290,6 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._connections: set[_Connection] = set()
-        # Group commit: the store again if it offers stage/commit, else None; and the puts
-        # staged in this turn of the loop, per connection in staging order, answered once the
-        # store commits them.
-        self.group_commit: GroupCommitStorage | None = (
-            self.store if isinstance(self.store, GroupCommitStorage) else None
-        )
-        self._staged: dict[_Connection, int] = {}
         self._all_closed = asyncio.Event()  # set while no connection is open
         self._all_closed.set()
         self._stopped = asyncio.Event()
@@ -376,6 +298,7 @@ class MetricsServer:
         """Bind and start accepting connections; returns once the port is open."""
         if self._server is not None:
             raise RuntimeError("the server is already started")
+        self._stopped.clear()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self), self.requested_host, self.requested_port
@@ -446,42 +369,6 @@ class MetricsServer:
         if not self._connections:
             self._all_closed.set()
 
-    def stage(self, connection: _Connection, points: Iterable[Point], count: int) -> bool:
-        """Stage ``count`` puts of ``connection`` for the next group commit.
-
-        The first staged batch schedules :meth:`commit_staged` for the next turn of the loop,
-        so the batches that every connection sent meanwhile share its one commit. Returns
-        ``False`` (after committing what was staged, so answers stay in order) if the store
-        refused the points; the caller then stores them the ordinary way, which answers error.
-        """
-        assert self.group_commit is not None, "stage() needs a GroupCommitStorage"
-        try:
-            self.group_commit.stage(points)
-        except Exception:
-            self.commit_staged()
-            return False
-        if not self._staged:
-            asyncio.get_running_loop().call_soon(self.commit_staged)
-        self._staged[connection] = self._staged.get(connection, 0) + count
-        return True
-
-    def commit_staged(self) -> None:
-        """Commit the staged puts and answer them: ``ok`` each, or ``error`` if it failed."""
-        if not self._staged:
-            return
-        staged, self._staged = self._staged, {}
-        try:
-            assert self.group_commit is not None  # something was staged
-            self.group_commit.commit()
-            answer = OK_ANSWER
-        except Exception:
-            logger.warning(
-                "the store failed to commit %d points", sum(staged.values()), exc_info=True
-            )
-            answer = ERROR_ANSWER
-        for connection, count in staged.items():
-            connection.send(answer * count)
-
     async def stop(self, grace: float = 5.0) -> None:
         """Stop gracefully: refuse new connections, send every answer already due, close.
 
@@ -498,9 +385,8 @@ class MetricsServer:
         await asyncio.sleep(0)
         server.close()
         await asyncio.sleep(0)
-        self.commit_staged()
         for connection in list(self._connections):
-            connection.close()
+            connection.shut_down()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self._all_closed.wait()
@@ -573,7 +459,7 @@ def run_server(
     This is the course's entry point: ``run_server("127.0.0.1", 8888)`` blocks and serves.
     On the signal it stops accepting, flushes the answers to every request already read,
     closes the connections and returns (the caller then closes ``store`` if it made it).
-    ``server_options`` (``max_line``, ``max_connections``, ``idle_timeout``) go to
+    ``server_options`` (``parser``, ``max_line``, ``max_connections``, ``idle_timeout``) go to
     :class:`MetricsServer`. ``loop`` picks the event loop (see :func:`event_loop_factory`).
     """
     server = MetricsServer(host, port, store=store, **server_options)

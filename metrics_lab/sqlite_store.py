@@ -53,7 +53,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
-from metrics_lab.storage import INT64_TYPECODE, MemoryStore, Point, Series
+from concurrent.futures import Future
+
+from metrics_lab.storage import INT64_TYPECODE, STORED, MemoryStore, PointBatch, Series, Snapshot, Storage, StoreFailure
 
 __all__ = ["APPLICATION_ID", "FORMAT_VERSION", "SQLiteStore", "StoreOpenError"]
 
@@ -88,7 +90,7 @@ class StoreOpenError(Exception):
     """The store cannot be opened; the message is one line that says why and what to check."""
 
 
-class SQLiteStore(MemoryStore):
+class SQLiteStore(Storage):
     """Points in an SQLite database file; survives restarts and crashes of the process.
 
     ``path`` is created if it does not exist (its directory must). ``synchronous`` chooses what
@@ -110,7 +112,7 @@ class SQLiteStore(MemoryStore):
         lock_timeout: float = 1.0,
         compact_every: int = DEFAULT_COMPACT_EVERY,
     ) -> None:
-        super().__init__()
+        self._memory = MemoryStore()
         self.path = Path(path)
         self.compact_every = compact_every
         self._lock = threading.RLock()  # put_many holds it across stage and commit
@@ -193,12 +195,13 @@ class SQLiteStore(MemoryStore):
         for key, timestamps, values in self._db.execute(
             'SELECT key, timestamps, "values" FROM series'
         ):
-            self._restore(key, *_unpack(timestamps, values))
+            self._memory.restore(key, *_unpack(timestamps, values))
         for keys, timestamps, values in self._db.execute(
             'SELECT keys, timestamps, "values" FROM journal ORDER BY id'
         ):
             batch = keys.split("\n")
-            super().put_many(zip(batch, *_unpack(timestamps, values), strict=True))
+            stamps, numbers = _unpack(timestamps, values)
+            self._memory.write(PointBatch(batch, numbers, stamps)).result()
             self._changed.update(batch)
             self._journaled += len(batch)
         if self._journaled:
@@ -216,18 +219,24 @@ class SQLiteStore(MemoryStore):
             hint = message
         return f"cannot open database {self.path}: {hint} ({message})"
 
-    def put_many(self, points: Iterable[Point]) -> None:
-        """Commit the points to the file, then store them; see :class:`Storage`.
+    def write(self, batch: PointBatch) -> Future[None]:
+        """Commit the points to the file, then store them; see :class:`Storage`."""
+        try:
+            with self._lock:
+                self.stage(zip(batch.keys, batch.timestamps, batch.values))
+                self.commit()
+        except Exception as exc:
+            failed: Future[None] = Future()
+            failed.set_exception(StoreFailure(f"the database {self.path} failed: {exc}"))
+            return failed
+        return STORED
 
-        A later point replaces an earlier one at the same key and timestamp. If anything
-        fails (a timestamp outside 64 bits, a key that is not valid Unicode, the disk), nothing
-        of this call is stored and the error is raised.
-        """
+    def snapshot(self, key: str | None = None) -> Snapshot:
+        """See :class:`Storage`."""
         with self._lock:
-            self.stage(points)
-            self.commit()
+            return self._memory.snapshot(key)
 
-    def stage(self, points: Iterable[Point]) -> None:
+    def stage(self, points: Iterable[tuple[str, int, float]]) -> None:
         """Write the points into the open transaction (begun if needed); see :meth:`commit`.
 
         Raises, staging nothing of this call, for a timestamp outside 64 bits or a key that
@@ -272,7 +281,7 @@ class SQLiteStore(MemoryStore):
                     db.execute("ROLLBACK")
                 raise
             for keys, timestamps, values in staged:
-                super().put_many(zip(keys, timestamps, values, strict=True))
+                self._memory.write(PointBatch(keys, values, timestamps))
                 self._changed.update(keys)
                 self._journaled += len(keys)
             if self._journaled >= self.compact_every:
@@ -283,7 +292,8 @@ class SQLiteStore(MemoryStore):
         db = self._db
         with self._transaction():
             for key in self._changed:
-                timestamps, values = self._packed(key)
+                frozen = self._memory._columns[key].freeze(key)
+                timestamps, values = frozen.timestamps, frozen.values
                 db.execute(
                     'INSERT OR REPLACE INTO series (key, timestamps, "values") VALUES (?, ?, ?)',
                     (key, _pack(timestamps), _pack(values)),
@@ -292,15 +302,10 @@ class SQLiteStore(MemoryStore):
         self._changed.clear()
         self._journaled = 0
 
-    def read(self, key: str | None = None) -> list[Series]:
-        """Return ``key``'s series, or all series by ascending key; see :class:`Storage`."""
-        with self._lock:
-            return super().read(key)
-
     def __len__(self) -> int:
         """The number of stored points."""
         with self._lock:
-            return super().__len__()
+            return len(self._memory)
 
     def close(self) -> None:
         """Commit, compact, checkpoint the log into the file and close; again does nothing."""

@@ -1,24 +1,23 @@
 """Where the points live: the :class:`Storage` interface and the in-memory store.
 
-The server talks to storage through three calls, so any store with the same behaviour can be
+The server talks to a store through two calls, so any store with the same behaviour can be
 dropped in without touching the server:
 
-- ``put_many(points)``: store ``(key, timestamp, value)`` points; for one key and timestamp
-  the last write wins.
-- ``read(key)``: one key's points, or every key's with ``key=None``, as :class:`Series`
-  sorted by key and then by timestamp, one value per timestamp.
-- ``close()``: release what the store holds (files, connections).
+- ``write(batch)`` takes a :class:`PointBatch` and returns a :class:`~concurrent.futures.Future`
+  that is done once the points are stored (for a durable store: committed), or failed with the
+  store's exception if they are not. :class:`MemoryStore` stores at once and returns
+  :data:`STORED`; a durable store commits in a thread of its own, so the server never waits
+  for a disk.
+- ``snapshot(key)`` returns what ``get`` reads, fixed as of the call: ``key``'s points, or
+  every key's for ``None``, as :class:`Series` pieces in key then timestamp order, to iterate
+  a piece at a time. A store whose data must travel from elsewhere may yield a ``Future``
+  instead of a piece: "not ready yet, come back when this is done".
 
-The server calls them from its event loop thread, between reads of the network, so they
-must be quick and must not block on other threads.
-
-A store that must write each put to disk can also offer ``stage(points)`` and ``commit()``
-(:class:`GroupCommitStorage`): the server then stages the puts of every chunk it receives
-and commits once per turn of its event loop, so one disk sync covers the batches of all the
-connections that arrived together.
+And ``close()`` releases the store's files or connections. For scripts and tests,
+:meth:`Storage.put_many` and :meth:`Storage.read` do the same and wait for the result.
 
 >>> store = MemoryStore()
->>> store.put_many([("cpu", 2, 0.4), ("cpu", 1, 0.5), ("cpu", 2, 0.7)])
+>>> store.put_many([("cpu", 0.4, 2), ("cpu", 0.5, 1), ("cpu", 0.7, 2)])
 >>> store.read("cpu")
 [Series(key='cpu', timestamps=[1, 2], values=[0.5, 0.7])]
 """
@@ -26,21 +25,54 @@ connections that arrived together.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Final, NamedTuple
 
 __all__ = [
     "INT64_TYPECODE",
-    "GroupCommitStorage",
+    "SNAPSHOT_PIECE",
+    "STORED",
     "MemoryStore",
-    "Point",
+    "PointBatch",
     "Series",
+    "Snapshot",
     "Storage",
+    "StoreFailure",
 ]
 
-Point = tuple[str, int, float]
-"""One point as the store takes it: ``(key, timestamp, value)``."""
+
+@dataclass(frozen=True, slots=True)
+class PointBatch:
+    """Points in the order they were put, as three columns: ``keys[i]``, ``values[i]``,
+    ``timestamps[i]`` make point ``i``. The one shape a point has from parser to store.
+
+    >>> batch = PointBatch.of([("cpu", 0.5, 1), ("mem", 7.0, 1)])
+    >>> len(batch), list(batch)
+    (2, [('cpu', 0.5, 1), ('mem', 7.0, 1)])
+    """
+
+    keys: Sequence[str]
+    values: Sequence[float]
+    timestamps: Sequence[int]
+
+    @classmethod
+    def of(cls, points: Iterable[tuple[str, float, int]]) -> PointBatch:
+        """A batch of ``(key, value, timestamp)`` tuples, the order ``Client.put`` takes."""
+        columns = tuple(zip(*points, strict=True))
+        if not columns:
+            return cls((), (), ())
+        keys, values, timestamps = columns
+        return cls(keys, values, timestamps)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[tuple[str, float, int]]:
+        return zip(self.keys, self.values, self.timestamps, strict=True)
 
 
 class Series(NamedTuple):
@@ -51,35 +83,73 @@ class Series(NamedTuple):
     values: Sequence[float]
 
 
-class Storage(Protocol):
+Snapshot = Iterator["Series | Future[None]"]
+"""What :meth:`Storage.snapshot` returns: pieces of series, or a future to wait for."""
+
+
+class StoreFailure(Exception):
+    """The store could not do what was asked (disk full, database gone); the message says why."""
+
+
+def _stored() -> Future[None]:
+    done: Future[None] = Future()
+    done.set_result(None)
+    return done
+
+
+STORED: Final = _stored()
+"""The future a store returns for points it stored at once (already done, no exception)."""
+
+SNAPSHOT_PIECE: Final = 4096
+"""At most this many points per :class:`Series` piece of a snapshot, so that a key of a
+million points is encoded and sent a piece at a time."""
+
+
+class Storage(ABC):
     """What the server needs from a store. See the module docstring for the contract."""
 
-    def put_many(self, points: Iterable[Point]) -> None:
-        """Store the points, in order; a later point replaces an earlier one at its timestamp."""
+    @abstractmethod
+    def write(self, batch: PointBatch) -> Future[None]:
+        """Store the points, in order: a later point replaces an earlier one at its timestamp.
 
-    def read(self, key: str | None = None) -> list[Series]:
-        """Return ``key``'s series (``[]`` if it has no points), or every series for ``None``."""
+        The future is done once every point is stored (committed, for a durable store), or
+        failed if none of them is. It may complete in another thread.
+        """
 
-    def close(self) -> None:
+    @abstractmethod
+    def snapshot(self, key: str | None = None) -> Snapshot:
+        """``key``'s points, or every key's for ``None``, as of this call, a piece at a time.
+
+        Pieces come in key then timestamp order; one key may span several pieces. Points
+        written after the call are not seen, however slowly the pieces are taken.
+        """
+
+    def close(self) -> None:  # noqa: B027 (a store with nothing to release need not override)
         """Release the store's resources; the store is not used afterwards."""
 
+    def put_many(self, points: Iterable[tuple[str, float, int]]) -> None:
+        """Store ``(key, value, timestamp)`` points and wait until they are stored.
 
-@runtime_checkable
-class GroupCommitStorage(Storage, Protocol):
-    """A store whose puts can wait for one commit together (see the module docstring).
+        Raises the store's exception if they cannot be.
+        """
+        self.write(PointBatch.of(points)).result()
 
-    Staged points are not visible to ``read`` until ``commit`` returns. If ``commit`` raises,
-    none of the points staged since the last commit are stored. ``put_many`` stages and commits.
-    """
+    def read(self, key: str | None = None) -> list[Series]:
+        """Return ``key``'s series (``[]`` if none), or every series for ``None``, whole."""
+        whole: list[Series] = []
+        for piece in self.snapshot(key):
+            if isinstance(piece, Future):
+                piece.result()  # wait until the store has the next piece
+                continue
+            if whole and whole[-1].key == piece.key:
+                whole[-1].timestamps.extend(piece.timestamps)  # type: ignore[attr-defined]
+                whole[-1].values.extend(piece.values)  # type: ignore[attr-defined]
+            else:
+                whole.append(Series(piece.key, list(piece.timestamps), list(piece.values)))
+        return whole
 
-    def stage(self, points: Iterable[Point]) -> None:
-        """Prepare the points for the next commit; raise (staging nothing) if they cannot be."""
 
-    def commit(self) -> None:
-        """Store every staged point, durably, or none of them and raise."""
-
-
-INT64_TYPECODE = "l" if array("l").itemsize == 8 else "q"
+INT64_TYPECODE: Final = "l" if array("l").itemsize == 8 else "q"
 """The :mod:`array` type code of 64-bit timestamps: ``"l"`` where a C long has 64 bits (Linux,
 macOS), because appending an int above 2**30 (every Unix timestamp) to a ``"q"`` array takes a
 slower conversion; Windows' long has 32 bits, so there it is ``"q"``."""
@@ -90,7 +160,9 @@ class _Column:
 
     Points are appended as they come. While timestamps arrive in ascending order (the usual
     case for metrics) the arrays stay sorted and unique at no cost; an older point marks the
-    column unsorted, and the next read sorts it once, keeping the last write per timestamp.
+    column unsorted, and the next read sorts it once, into new arrays, keeping the last write
+    per timestamp. So the arrays only ever grow at the end, or are replaced whole, except for
+    one case: a rewrite of the newest point changes the last value in place.
     """
 
     __slots__ = ("newest", "sorted", "timestamps", "values")
@@ -100,8 +172,8 @@ class _Column:
         self.values = array("d")
         self.sorted = True
         # The largest timestamp in the column. A point above it can be appended as it is,
-        # sorted or not (the fast case, inlined in MemoryStore.put_many); any other point
-        # goes through append().
+        # sorted or not (the fast case, inlined in MemoryStore.write); any other point goes
+        # through append().
         self.newest: float = -math.inf
 
     def append(self, timestamp: int, value: float) -> None:
@@ -127,53 +199,98 @@ class _Column:
         self.values = array("d", latest.values())
         self.sorted = True
 
+    def freeze(self, key: str) -> _Frozen:
+        """The column as it is now, for a snapshot: settled arrays, their length, last value.
 
-class MemoryStore:
-    """The default store: every point in memory, compact, gone when the process ends."""
+        Later writes append beyond ``length`` or replace the arrays whole, which the
+        snapshot does not see; the one change in place, a rewrite of the last value, is
+        why the snapshot keeps its own copy of it.
+        """
+        self.settle()
+        length = len(self.timestamps)
+        return _Frozen(key, self.timestamps, self.values, length, self.values[-1] if length else 0.0)
+
+
+class _Frozen(NamedTuple):
+    key: str
+    timestamps: array[int]
+    values: array[float]
+    length: int
+    last_value: float
+
+
+def _pieces(frozen: list[_Frozen]) -> Snapshot:
+    for key, timestamps, values, length, last_value in frozen:
+        for start in range(0, length, SNAPSHOT_PIECE):
+            end = min(start + SNAPSHOT_PIECE, length)
+            piece = values[start:end]
+            if end == length:
+                piece[-1] = last_value
+            yield Series(key, timestamps[start:end], piece)
+
+
+class MemoryStore(Storage):
+    """The default store: every point in memory, compact, gone when the process ends.
+
+    Not thread-safe by itself: the server calls it from its event loop only. (A durable
+    store that holds one guards it with a lock of its own.)
+    """
 
     def __init__(self) -> None:
         self._columns: dict[str, _Column] = {}
+        self._sorted_keys: list[str] | None = []  # every key, sorted; None once a key is new
 
-    def put_many(self, points: Iterable[Point]) -> None:
-        """Store the points in order; see :class:`Storage`."""
+    def write(self, batch: PointBatch) -> Future[None]:
+        """Store the points at once and return :data:`STORED`; see :class:`Storage`.
+
+        A timestamp outside 64 bits or a value that is not a float gives a failed future
+        (the protocol never lets either through); the points before it are stored.
+        """
         columns = self._columns
-        for key, timestamp, value in points:
-            column = columns.get(key)
-            if column is None:
-                column = columns[key] = _Column()
-            # The common case inlined (this loop is the server's hot path): a newer timestamp.
-            if timestamp > column.newest:
-                column.newest = timestamp
-                column.timestamps.append(timestamp)
-                column.values.append(value)
-            else:
-                column.append(timestamp, value)
+        try:
+            for key, value, timestamp in zip(batch.keys, batch.values, batch.timestamps):
+                column = columns.get(key)
+                if column is None:
+                    column = columns[key] = _Column()
+                    self._sorted_keys = None
+                # The common case inlined (this loop is the server's hot path): a newer point.
+                if timestamp > column.newest:
+                    column.timestamps.append(timestamp)
+                    column.values.append(value)
+                    column.newest = timestamp
+                else:
+                    column.append(timestamp, value)
+        except (OverflowError, TypeError) as exc:
+            failed: Future[None] = Future()
+            failed.set_exception(StoreFailure(f"the memory store cannot hold that point: {exc}"))
+            return failed
+        return STORED
 
-    def _restore(self, key: str, timestamps: array[int], values: array[float]) -> None:
-        """Set ``key``'s points to these arrays, sorted and unique already (a saved copy)."""
-        column = self._columns[key] = _Column()
+    def snapshot(self, key: str | None = None) -> Snapshot:
+        """``key``'s series, or every series by ascending key, as of now; see :class:`Storage`.
+
+        Taking it costs a few operations per key; the points are copied a piece at a time,
+        as the pieces are taken.
+        """
+        columns = self._columns
+        if key is None:
+            if self._sorted_keys is None:
+                self._sorted_keys = sorted(columns)
+            keys: list[str] = self._sorted_keys
+        else:
+            keys = [key] if key in columns else []
+        return _pieces([columns[name].freeze(name) for name in keys])
+
+    def restore(self, key: str, timestamps: array[int], values: array[float]) -> None:
+        """Set ``key``'s points to these arrays, which must be sorted and unique already
+        (a durable store loading its saved copy). The store keeps the arrays."""
+        column = _Column()
         column.timestamps, column.values = timestamps, values
         if timestamps:
             column.newest = timestamps[-1]
-
-    def _packed(self, key: str) -> tuple[array[int], array[float]]:
-        """``key``'s timestamps and values, sorted and unique, as the arrays the store keeps."""
-        column = self._columns[key]
-        column.settle()
-        return column.timestamps, column.values
-
-    def read(self, key: str | None = None) -> list[Series]:
-        """Return ``key``'s series, or all series by ascending key; see :class:`Storage`."""
-        if key is None:
-            return [self._series(name) for name in sorted(self._columns)]
         if key not in self._columns:
-            return []
-        return [self._series(key)]
-
-    def _series(self, key: str) -> Series:
-        column = self._columns[key]
-        column.settle()
-        return Series(key, column.timestamps.tolist(), column.values.tolist())
+            self._sorted_keys = None
+        self._columns[key] = column
 
     def __len__(self) -> int:
         """The number of stored points (one per key and timestamp)."""
@@ -183,5 +300,6 @@ class MemoryStore:
             total += len(column.timestamps)
         return total
 
-    def close(self) -> None:
-        """Nothing to release: the points go with the object."""
+    def key_count(self) -> int:
+        """How many keys have points."""
+        return len(self._columns)

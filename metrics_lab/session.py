@@ -1,0 +1,312 @@
+"""One connection's conversation with the server, without sockets: bytes in, answers out.
+
+A :class:`ServerSession` is the whole server logic for one connection, as h11's
+``Connection`` is for HTTP: it splits the bytes into requests, runs them against the store
+in order, and hands back the answers' bytes. It never touches a socket or an event loop, so
+it can be read, and tested, on its own:
+
+>>> from metrics_lab.storage import MemoryStore
+>>> session = ServerSession(MemoryStore())
+>>> session.receive_data(b"put a 1 2\\nget a\\n")
+>>> session.data_to_send()
+b'ok\\n\\nok\\na 1.0 2\\n\\n'
+
+The rules it keeps:
+
+- Answers go out in the order the requests came, one per request; a blank line gets none.
+- A put is answered ``ok`` only once the store says its point is stored. A durable store
+  says so later, from a thread of its own: until then :attr:`ServerSession.waiting_for` is
+  the store's future, and the answers behind it wait.
+- A get runs only after every earlier put of the connection is stored, so it sees them,
+  and it reads a snapshot: its answer is the store as of the request, however slowly the
+  peer takes it. The answer is encoded a piece at a time, as :meth:`~ServerSession.data_to_send`
+  is called, so a ``get *`` of a million points never sits in memory whole.
+- A request line longer than ``max_line`` is answered ``error`` and ends the session.
+
+The asyncio server (:mod:`metrics_lab.server`) only moves bytes between a socket and a session.
+How a block of received lines becomes requests is one replaceable step, the
+:class:`SimpleParser` below; :mod:`metrics_lab.fastpath` replaces it with one that takes a
+block of puts in one go.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Final
+
+from metrics_lab.protocol import (
+    ALL_KEYS,
+    DEFAULT_MAX_LINE,
+    ERROR_ANSWER,
+    OK_ANSWER,
+    GetRequest,
+    LineReader,
+    PutRequest,
+    Request,
+    WrongCommandError,
+    encode_series_lines,
+    parse_request,
+)
+from metrics_lab.storage import PointBatch, Snapshot, Storage
+
+__all__ = [
+    "ANSWER_BATCH",
+    "ANSWER_PIECE",
+    "STORE_ERROR_ANSWER",
+    "Item",
+    "ServerSession",
+    "SimpleParser",
+]
+
+logger = logging.getLogger("metrics_lab.session")
+
+ANSWER_BATCH: Final = 256 * 1024
+"""About how many bytes :meth:`ServerSession.data_to_send` returns at most in one call."""
+
+ANSWER_PIECE: Final = 64 * 1024
+"""About how many bytes of a get's answer are encoded at a time."""
+
+STORE_ERROR_ANSWER: Final = b"error\nstore unavailable\n\n"
+"""The answer to a request that the store could not serve (PROTOCOL.md, "When the store fails")."""
+
+Item = Request | PointBatch | WrongCommandError
+"""One thing to answer: a request, a batch of puts (the fast path's), or a wrong command."""
+
+
+class SimpleParser:
+    """Turns a block of complete lines into requests, one line at a time, as PROTOCOL.md reads.
+
+    >>> SimpleParser().parse(b"put a 1 2\\n\\nget\\n")
+    [PutRequest(key='a', value=1.0, timestamp=2), WrongCommandError('get takes 1 field, got 0')]
+    """
+
+    def parse(self, block: bytes) -> list[Item]:
+        """The requests in ``block`` (whole lines, each ended by ``\\n``), blank lines left out."""
+        items: list[Item] = []
+        for line in block.split(b"\n")[:-1]:
+            try:
+                request = parse_request(line)
+            except WrongCommandError as wrong:
+                items.append(wrong)
+                continue
+            if request is not None:
+                items.append(request)
+        return items
+
+
+class ServerSession:
+    """The server's side of one connection: feed it bytes, send what it gives back.
+
+    ``store`` is shared with the other sessions of the server; ``parser`` turns lines into
+    requests (a :class:`SimpleParser` unless given); ``max_line`` bounds a request line.
+    """
+
+    def __init__(
+        self,
+        store: Storage,
+        *,
+        parser: SimpleParser | None = None,
+        max_line: int = DEFAULT_MAX_LINE,
+    ) -> None:
+        self.store = store
+        self.parser = SimpleParser() if parser is None else parser
+        self._lines = LineReader(max_line)
+        self._requests: deque[Item] = deque()  # received, not yet run
+        self._answers: deque[_Answer] = deque()  # run, not yet sent whole
+        self._unstored: deque[Future[None]] = deque()  # this session's writes still pending
+        self._ended = False  # no request will come any more
+        self.lines_received = 0
+        """How many request lines have arrived (blank ones included): a sign of life."""
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the peer, cut anywhere; ``b""`` means the peer sends no more."""
+        if not data:
+            self._ended = True
+            return
+        block = self._lines.receive_block(data)
+        if block:
+            self.lines_received += block.count(b"\n")
+            self._requests.extend(self.parser.parse(block))
+        if self._lines.too_long and not self._ended:
+            logger.warning("a request line over %d bytes; answering error", self._lines.max_line)
+            self._requests.append(WrongCommandError("line too long"))
+            self._ended = True
+
+    def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
+        """The answers that are ready, in order: at most about ``limit`` bytes of them.
+
+        ``b""`` means nothing is ready: everything is sent, or the next answer waits for the
+        store (see :attr:`waiting_for`).
+        """
+        out: list[bytes] = []
+        size = 0
+        while size < limit:
+            if not self._answers and not self._run_next():
+                break
+            piece = self._answers[0].next_piece()
+            if piece is None:
+                self._answers.popleft()
+            elif isinstance(piece, Future):
+                break  # the store has not answered yet
+            else:
+                out.append(piece)
+                size += len(piece)
+        return b"".join(out)
+
+    @property
+    def waiting_for(self) -> Future[None] | None:
+        """The store's future that the next answer waits for, or ``None``."""
+        return self._answers[0].peek() if self._answers else None
+
+    @property
+    def wants_data(self) -> bool:
+        """Whether more bytes are welcome: no received request is waiting to run.
+
+        A server stops reading while this is false, so a peer that sends faster than it
+        reads its answers holds only its socket's buffers, not ours.
+        """
+        return not self._requests and not self._ended
+
+    @property
+    def finished(self) -> bool:
+        """Whether the conversation is over: no more requests, every answer taken."""
+        return self._ended and not self._requests and not self._answers
+
+    def _run_next(self) -> bool:
+        """Run the next request, if it may run now; return whether one ran."""
+        if not self._requests:
+            return False
+        item = self._requests[0]
+        if isinstance(item, GetRequest):
+            while self._unstored and self._unstored[0].done():
+                self._unstored.popleft()
+            if self._unstored:
+                return False  # a get sees every earlier put of its connection: wait for them
+        self._requests.popleft()
+        if isinstance(item, WrongCommandError):
+            self._answers.append(_Bytes(ERROR_ANSWER))
+        elif isinstance(item, GetRequest):
+            key = None if item.key == ALL_KEYS else item.key
+            self._answers.append(_Points(self.store, key))
+        else:
+            batch = item if isinstance(item, PointBatch) else _one_point(item)
+            written = self.store.write(batch)
+            if not written.done():
+                self._unstored.append(written)
+            self._answers.append(_Written(written, len(batch)))
+        return True
+
+
+def _one_point(put: PutRequest) -> PointBatch:
+    return PointBatch((put.key,), (put.value,), (put.timestamp,))
+
+
+class _Answer:
+    """One request's answer on its way out: its bytes come a piece at a time."""
+
+    def next_piece(self) -> bytes | Future[None] | None:
+        """The next bytes; a future to wait for first; ``None`` once all bytes were given."""
+        raise NotImplementedError
+
+    def peek(self) -> Future[None] | None:
+        """The future :meth:`next_piece` would wait for, if any (without taking a piece)."""
+        return None
+
+
+class _Bytes(_Answer):
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def next_piece(self) -> bytes | None:
+        data, self._data = self._data, None
+        return data
+
+
+class _Written(_Answer):
+    """The answers to ``count`` puts that were written together: ok each, or error each."""
+
+    def __init__(self, written: Future[None], count: int) -> None:
+        self._written: Future[None] | None = written
+        self._count = count
+
+    def next_piece(self) -> bytes | Future[None] | None:
+        written = self._written
+        if written is None:
+            return None
+        if not written.done():
+            return written
+        self._written = None
+        failure = written.exception()
+        if failure is None:
+            return OK_ANSWER * self._count
+        logger.warning("the store failed to take %d point(s): %s", self._count, failure)
+        return STORE_ERROR_ANSWER * self._count
+
+    def peek(self) -> Future[None] | None:
+        written = self._written
+        return written if written is not None and not written.done() else None
+
+
+class _Points(_Answer):
+    """The answer to a get: the snapshot taken when it ran, encoded a piece at a time.
+
+    ``ok`` goes out with the first piece, so a store that fails before it still gets an
+    honest ``error`` answer. One that fails after it cannot: the answer is half sent, and
+    the exception ends the connection, the only signal left.
+    """
+
+    def __init__(self, store: Storage, key: str | None) -> None:
+        self._key = key
+        self._started = False
+        self._waiting: Future[None] | None = None
+        self._snapshot: Snapshot | None
+        try:
+            self._snapshot = store.snapshot(key)
+        except Exception as exc:
+            logger.warning("the store failed to read %r: %s", key, exc)
+            self._snapshot = None
+
+    def next_piece(self) -> bytes | Future[None] | None:
+        waiting = self.peek()
+        if waiting is not None:
+            return waiting
+        if self._snapshot is None:
+            if self._started:
+                return None
+            self._started = True
+            return STORE_ERROR_ANSWER
+        lines: list[bytes] = [] if self._started else [b"ok\n"]
+        size = 0
+        try:
+            while size < ANSWER_PIECE:
+                piece = next(self._snapshot, None)
+                if piece is None:
+                    lines.append(b"\n")
+                    self._snapshot = None
+                    break
+                if isinstance(piece, Future):
+                    self._waiting = piece
+                    break
+                encoded = encode_series_lines(*piece)
+                lines.append(encoded)
+                size += len(encoded)
+        except Exception as exc:
+            if self._started:
+                raise
+            logger.warning("the store failed to read %r: %s", self._key, exc)
+            self._snapshot = None
+            self._started = True
+            return STORE_ERROR_ANSWER
+        if len(lines) == 1 and not self._started and self._waiting is not None:
+            return self._waiting  # nothing to say yet, not even "ok"
+        self._started = True
+        return b"".join(lines)
+
+    def peek(self) -> Future[None] | None:
+        waiting = self._waiting
+        if waiting is not None and waiting.done():
+            self._waiting = waiting = None
+        return waiting
