@@ -23,8 +23,8 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from metrics_lab.server import MetricsServer
-from metrics_lab.sqlite_store import SQLiteStore
 from metrics_lab.storage import Storage
+from metrics_lab.stores import open_store
 
 __all__ = [
     "BackgroundServer",
@@ -244,7 +244,7 @@ def serve_in_background(
     """
     if db is not None and store is not None:
         raise ValueError("give serve_in_background a store or a db path, not both")
-    owned = SQLiteStore(db) if db is not None else None
+    owned = open_store(db) if db is not None else None
     try:
         chosen = owned if owned is not None else store
         server = MetricsServer(host, port, store=chosen, **server_options)

@@ -20,8 +20,16 @@ from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
 from metrics_lab.conformance import check_client, check_server, load_client
 from metrics_lab.errors import ClientError
-from metrics_lab.server import DEFAULT_MAX_CONNECTIONS, LOOP_CHOICES, run_server
-from metrics_lab.sqlite_store import SQLiteStore, StoreOpenError
+from metrics_lab.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    LOOP_CHOICES,
+    PARSER_CHOICES,
+    LoopUnavailableError,
+    run_server,
+)
+from metrics_lab.sqlite_store import StoreOpenError
+from metrics_lab.storage import StoreFailure
+from metrics_lab.stores import open_store
 from metrics_lab.synthetic import fleet
 from metrics_lab.wire import WireLog
 
@@ -45,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the server could not bind, for instance
         print(f"metrics-lab: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except StoreOpenError as exc:  # serve --db: the database cannot be used
+    except (StoreOpenError, StoreFailure) as exc:  # serve --db: the database cannot be used
         print(f"metrics-lab: {exc}", file=sys.stderr)
         return 1
     return status
@@ -72,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         choices=LOOP_CHOICES,
         help="event loop: uvloop where installed (auto, the default), or force one",
+    )
+    serve.add_argument(
+        "--parser",
+        default="auto",
+        choices=PARSER_CHOICES,
+        help="simple: line by line, as a learner reads it; fast: blocks of puts at once "
+        "(auto, the default); the answers are the same",
     )
     serve.set_defaults(run=_serve)
 
@@ -115,9 +130,9 @@ def _add_address(parser: argparse.ArgumentParser, *, client: bool = False) -> No
 def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--db",
-        type=Path,
-        metavar="PATH",
-        help="keep the points in this SQLite file (made if missing); default: memory only",
+        metavar="PATH_OR_URL",
+        help="keep the points in this SQLite file (made if missing), or in the PostgreSQL "
+        "database of a postgresql://user@host:port/dbname URL; default: memory only",
     )
     serve.add_argument(
         "--max-connections",
@@ -149,11 +164,15 @@ def _number(text: str) -> float:
 def _serve(args: argparse.Namespace) -> int:
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=args.log_level, format=log_format)
-    store = None if args.db is None else SQLiteStore(args.db)  # fails before we listen
-    limits = {"max_connections": args.max_connections, "idle_timeout": args.idle_timeout or None}
+    store = None if args.db is None else open_store(args.db)  # fails before we listen
+    options = {
+        "parser": args.parser,
+        "max_connections": args.max_connections,
+        "idle_timeout": args.idle_timeout or None,
+    }
     try:
-        run_server(args.host, args.port, store=store, loop=args.loop, **limits)
-    except RuntimeError as exc:  # --loop uvloop without uvloop installed
+        run_server(args.host, args.port, store=store, loop=args.loop, **options)
+    except LoopUnavailableError as exc:
         print(f"metrics-lab: {exc}", file=sys.stderr)
         return 1
     finally:

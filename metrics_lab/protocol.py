@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal
@@ -254,7 +254,7 @@ def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[flo
     ``series`` yields ``(key, timestamps, values)`` in the order the lines should go out
     (keys ascending, timestamps ascending).
     """
-    return b"".join(["ok\n".encode(), *(encode_series_lines(*one) for one in series), b"\n"])
+    return b"".join([b"ok\n", *(encode_series_lines(*one) for one in series), b"\n"])
 
 
 def encode_series_lines(key: str, timestamps: Sequence[int], values: Sequence[float]) -> bytes:

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "LOOP_CHOICES",
     "PARSER_CHOICES",
+    "LoopUnavailableError",
     "MetricsServer",
     "event_loop_factory",
     "make_parser",
@@ -422,6 +423,10 @@ LOOP_CHOICES: Final = ("auto", "asyncio", "uvloop")
 """The event loops :func:`run_server` can use; ``auto`` is uvloop where installed, else asyncio."""
 
 
+class LoopUnavailableError(RuntimeError):
+    """The event loop asked for cannot be used here (uvloop not installed, or Windows)."""
+
+
 def event_loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
     """Return the factory for ``asyncio.Runner(loop_factory=...)`` that ``loop`` names.
 
@@ -437,7 +442,7 @@ def event_loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEvent
         import uvloop
     except ImportError:
         if loop == "uvloop":
-            raise RuntimeError(
+            raise LoopUnavailableError(
                 "uvloop is not installed; install it with: pip install 'metrics-lab[fast]' "
                 "(not available on Windows), or use --loop asyncio"
             ) from None

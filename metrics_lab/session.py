@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Final
 

@@ -50,12 +50,19 @@ import sys
 import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
-from concurrent.futures import Future
-
-from metrics_lab.storage import INT64_TYPECODE, STORED, MemoryStore, PointBatch, Series, Snapshot, Storage, StoreFailure
+from metrics_lab.storage import (
+    INT64_TYPECODE,
+    STORED,
+    MemoryStore,
+    PointBatch,
+    Snapshot,
+    Storage,
+    StoreFailure,
+)
 
 __all__ = ["APPLICATION_ID", "FORMAT_VERSION", "SQLiteStore", "StoreOpenError"]
 
@@ -223,7 +230,7 @@ class SQLiteStore(Storage):
         """Commit the points to the file, then store them; see :class:`Storage`."""
         try:
             with self._lock:
-                self.stage(zip(batch.keys, batch.timestamps, batch.values))
+                self.stage(zip(batch.keys, batch.timestamps, batch.values, strict=True))
                 self.commit()
         except Exception as exc:
             failed: Future[None] = Future()

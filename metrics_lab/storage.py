@@ -208,7 +208,9 @@ class _Column:
         """
         self.settle()
         length = len(self.timestamps)
-        return _Frozen(key, self.timestamps, self.values, length, self.values[-1] if length else 0.0)
+        return _Frozen(
+            key, self.timestamps, self.values, length, self.values[-1] if length else 0.0
+        )
 
 
 class _Frozen(NamedTuple):
@@ -248,7 +250,9 @@ class MemoryStore(Storage):
         """
         columns = self._columns
         try:
-            for key, value, timestamp in zip(batch.keys, batch.values, batch.timestamps):
+            for key, value, timestamp in zip(
+                batch.keys, batch.values, batch.timestamps, strict=True
+            ):
                 column = columns.get(key)
                 if column is None:
                     column = columns[key] = _Column()
