@@ -155,7 +155,7 @@ def parse_key(raw: bytes) -> str:
         key = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise WrongCommandError("key is not UTF-8") from None
-    if key == ALL_KEYS or not key.isprintable():
+    if not key or key == ALL_KEYS or not key.isprintable():
         raise WrongCommandError(f"{key!r} cannot be a key")
     return key
 

@@ -65,6 +65,10 @@ logger = logging.getLogger("metrics_lab.session")
 ANSWER_BATCH: Final = 256 * 1024
 """About how many bytes :meth:`ServerSession.data_to_send` returns at most in one call."""
 
+MAX_QUEUED_ANSWERS: Final = 1024
+"""How many answers a session keeps queued before it stops running requests (and its server
+stops reading from the peer) until the peer takes some."""
+
 ANSWER_PIECE: Final = 64 * 1024
 """About how many bytes of a get's answer are encoded at a time."""
 
@@ -117,6 +121,7 @@ class ServerSession:
         self._answers: deque[_Answer] = deque()  # run, not yet sent whole
         self._unstored: deque[Future[None]] = deque()  # this session's writes still pending
         self._ended = False  # no request will come any more
+        self._reading = False  # a get's answer is queued: the next get waits for it
         self.lines_received = 0
         """How many request lines have arrived (blank ones included): a sign of life."""
 
@@ -133,6 +138,7 @@ class ServerSession:
             logger.warning("a request line over %d bytes; answering error", self._lines.max_line)
             self._requests.append(WrongCommandError("line too long"))
             self._ended = True
+        self._run_ready()
 
     def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
         """The answers that are ready, in order: at most about ``limit`` bytes of them.
@@ -140,14 +146,15 @@ class ServerSession:
         ``b""`` means nothing is ready: everything is sent, or the next answer waits for the
         store (see :attr:`waiting_for`).
         """
+        self._run_ready()
         out: list[bytes] = []
         size = 0
-        while size < limit:
-            if not self._answers and not self._run_next():
-                break
+        while self._answers and size < limit:
             piece = self._answers[0].next_piece()
-            if piece is None:
-                self._answers.popleft()
+            if piece is None:  # that answer is complete
+                if isinstance(self._answers.popleft(), _Points):
+                    self._reading = False
+                self._run_ready()
             elif isinstance(piece, Future):
                 break  # the store has not answered yet
             else:
@@ -174,29 +181,49 @@ class ServerSession:
         """Whether the conversation is over: no more requests, every answer taken."""
         return self._ended and not self._requests and not self._answers
 
-    def _run_next(self) -> bool:
-        """Run the next request, if it may run now; return whether one ran."""
-        if not self._requests:
-            return False
-        item = self._requests[0]
-        if isinstance(item, GetRequest):
-            while self._unstored and self._unstored[0].done():
-                self._unstored.popleft()
-            if self._unstored:
-                return False  # a get sees every earlier put of its connection: wait for them
-        self._requests.popleft()
+    def _run_ready(self) -> None:
+        """Run the received requests, in order, as far as they may run now.
+
+        A put runs at once: its store write starts, and the puts of several requests (and
+        connections) can share one commit. A get waits until every earlier put of its
+        connection is stored, so it sees them, and until the get before it is answered, so
+        that one connection holds one snapshot at a time.
+        """
+        requests = self._requests
+        while requests and len(self._answers) < MAX_QUEUED_ANSWERS:
+            item = requests[0]
+            if isinstance(item, GetRequest):
+                while self._unstored and self._unstored[0].done():
+                    self._unstored.popleft()
+                if self._unstored or self._reading:
+                    return
+            requests.popleft()
+            self._run(item)
+
+    def _run(self, item: Item) -> None:
         if isinstance(item, WrongCommandError):
-            self._answers.append(_Bytes(ERROR_ANSWER))
+            logger.debug("wrong command: %s", item)
+            self._answer_now(ERROR_ANSWER)
         elif isinstance(item, GetRequest):
-            key = None if item.key == ALL_KEYS else item.key
-            self._answers.append(_Points(self.store, key))
+            self._answers.append(_Points(self.store, None if item.key == ALL_KEYS else item.key))
+            self._reading = True
         else:
             batch = item if isinstance(item, PointBatch) else _one_point(item)
             written = self.store.write(batch)
+            if written.done() and written.exception() is None:
+                self._answer_now(OK_ANSWER * len(batch))  # the usual case for a memory store
+                return
             if not written.done():
                 self._unstored.append(written)
             self._answers.append(_Written(written, len(batch)))
-        return True
+
+    def _answer_now(self, data: bytes) -> None:
+        """Queue a finished answer, joined to the one before if that one is finished too."""
+        last = self._answers[-1] if self._answers else None
+        if isinstance(last, _Bytes) and last.data is not None:
+            last.data += data
+        else:
+            self._answers.append(_Bytes(data))
 
 
 def _one_point(put: PutRequest) -> PointBatch:
@@ -216,11 +243,13 @@ class _Answer:
 
 
 class _Bytes(_Answer):
+    """Answers already known, joined while they wait."""
+
     def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
+        self.data: bytes | None = data
 
     def next_piece(self) -> bytes | None:
-        data, self._data = self._data, None
+        data, self.data = self.data, None
         return data
 
 

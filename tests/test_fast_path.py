@@ -1,9 +1,10 @@
-"""The server's fast path answers exactly as the plain per-line parse would.
+"""The fast path answers exactly as the simple one, and both as the plain reading of PROTOCOL.md.
 
 The reference is the straightforward reading of PROTOCOL.md: split the stream into lines,
-``parse_request`` each, run it against a dict model. The server (real sockets) and the sans-IO
-fast path (:func:`parse_put_block`, :meth:`LineReader.receive_block`) must agree with it for
-random mixes of valid and invalid lines, fed whole and split at random points.
+``parse_request`` each, run it against a dict model. Sessions with either parser (in memory),
+the server (real sockets, either parser) and the fast parser's pieces
+(:class:`~metrics_lab.fastpath.FastParser`, :meth:`LineReader.receive_block`) must agree with
+it for random mixes of valid and invalid lines, fed whole and split at random points.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from metrics_lab import serve_in_background
+from metrics_lab import MemoryStore, serve_in_background
+from metrics_lab.fastpath import FastParser, KeyCache
 from metrics_lab.protocol import (
     ALL_KEYS,
     ERROR_ANSWER,
@@ -25,10 +27,24 @@ from metrics_lab.protocol import (
     PutRequest,
     WrongCommandError,
     encode_points_answer,
-    parse_put_block,
-    parse_put_line,
     parse_request,
 )
+from metrics_lab.session import ServerSession, SimpleParser
+from metrics_lab.storage import PointBatch
+
+
+def parse_put_block(block: bytes) -> PointBatch | None:
+    return FastParser().parse_put_block(block)
+
+
+def parse_put_line(line: bytes) -> tuple[str, int, float] | None:
+    batch = FastParser().parse_put_line(line)
+    return None if batch is None else (batch.keys[0], batch.timestamps[0], batch.values[0])
+
+
+def as_rows(batch: PointBatch) -> list[tuple[str, int, float]]:
+    return list(zip(batch.keys, batch.timestamps, batch.values, strict=True))
+
 
 VALID_PUTS = [
     b"put cpu 0.5 1",
@@ -119,7 +135,7 @@ def test_put_block_parses_exactly_like_parse_request(block_lines: list[bytes]) -
     # Whatever the fast path accepts, parse_request accepts line by line, with the same result.
     expected = [parse_request(line) for line in block_lines]
     assert all(isinstance(request, PutRequest) for request in expected)
-    assert list(zip(*batch, strict=True)) == [
+    assert as_rows(batch) == [
         (r.key, r.timestamp, r.value) for r in expected if isinstance(r, PutRequest)
     ]
 
@@ -147,7 +163,7 @@ def test_put_block_never_accepts_what_the_line_parse_refuses(block_lines: list[b
     if batch is None:
         return
     assert all(isinstance(request, PutRequest) for request in expected), block
-    assert list(zip(*batch, strict=True)) == [
+    assert as_rows(batch) == [
         (r.key, r.timestamp, r.value) for r in expected if isinstance(r, PutRequest)
     ]
 
@@ -216,8 +232,8 @@ def _exchange(port: int, chunks: list[bytes], expected_size: int) -> bytes:
         return received
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_server_answers_as_the_reference_for_random_streams(seed: int) -> None:
+def random_stream(seed: int) -> tuple[bytes, list[bytes], bytes]:
+    """A random stream of requests, the same cut into chunks at random, and its answers."""
     rnd = random.Random(seed)
     stream_lines = [rnd.choice(VALID_PUTS + OTHER_LINES) for _ in range(rnd.randint(1, 400))]
     # Long runs of valid puts, as a pipelining client sends them, exercise the fast path.
@@ -228,7 +244,52 @@ def test_server_answers_as_the_reference_for_random_streams(seed: int) -> None:
     expected = reference_answers(stream_lines)
     cuts = sorted(rnd.sample(range(1, len(stream)), k=min(len(stream) - 1, rnd.randint(0, 30))))
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
-    with serve_in_background() as server:
+    return stream, chunks, expected
+
+
+@pytest.mark.parametrize("parser", ["simple", "fast"])
+@pytest.mark.parametrize("seed", range(6))
+def test_server_answers_as_the_reference_for_random_streams(seed: int, parser: str) -> None:
+    stream, chunks, expected = random_stream(seed)
+    with serve_in_background(parser=parser) as server:
         assert _exchange(server.port, [stream], len(expected)) == expected
-    with serve_in_background() as server:
+    with serve_in_background(parser=parser) as server:
         assert _exchange(server.port, chunks, len(expected)) == expected
+
+
+def run_session(parser: SimpleParser, chunks: list[bytes]) -> tuple[bytes, list[object]]:
+    """Feed ``chunks`` to a fresh in-memory session; return its answers and its store's data."""
+    store = MemoryStore()
+    session = ServerSession(store, parser=parser)
+    answers = []
+    for chunk in chunks:
+        session.receive_data(chunk)
+        answers.append(session.data_to_send(limit=1 + len(chunk) % 5000))
+    session.receive_data(b"")
+    while not session.finished:
+        answers.append(session.data_to_send())
+    return b"".join(answers), list(store.read())
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_simple_and_fast_sessions_agree_with_the_reference(seed: int) -> None:
+    stream, chunks, expected = random_stream(seed)
+    simple = run_session(SimpleParser(), chunks)
+    fast = run_session(FastParser(KeyCache(limit=300)), chunks)  # a small cache starts over
+    assert simple[0] == expected
+    assert fast == simple  # byte-identical answers, equal stores
+    assert run_session(FastParser(), [stream]) == simple
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(lines | near_lines, max_size=40), st.randoms(use_true_random=False))
+def test_simple_and_fast_sessions_agree_on_any_stream(
+    stream_lines: list[bytes], rnd: random.Random
+) -> None:
+    stream = b"".join(line + b"\n" for line in stream_lines) + b"get *\n"
+    cuts = sorted(rnd.sample(range(1, len(stream)), k=min(len(stream) - 1, rnd.randint(0, 8))))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    simple = run_session(SimpleParser(), chunks)
+    assert simple[0] == reference_answers([*stream_lines, b"get *"])
+    assert run_session(FastParser(), chunks) == simple
+    assert run_session(FastParser(), [stream]) == simple

@@ -30,7 +30,7 @@ def server() -> Iterator[BackgroundServer]:
 
 @pytest.fixture
 def loaded(server: BackgroundServer) -> BackgroundServer:
-    server.store.put_many([("big", t, float(t)) for t in range(BIG)])
+    server.store.put_many([("big", float(t), t) for t in range(BIG)])
     return server
 
 
@@ -218,7 +218,7 @@ def test_put_with_control_characters_in_key_is_refused(server: BackgroundServer)
 
 def test_pipelined_big_answers_arrive_whole_and_in_order(server: BackgroundServer) -> None:
     """Answers held back while the peer is slow to read still come, all, in order."""
-    server.store.put_many([("big", t, 0.5) for t in range(20_000)])
+    server.store.put_many([("big", 0.5, t) for t in range(20_000)])
     one = b"ok\n" + b"".join(f"big 0.5 {t}\n".encode() for t in range(20_000)) + b"\n"
     with connect(server) as sock:
         sock.sendall(b"get big\n" * 30 + b"put z 1 1\nget z\n")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 
 from metrics_lab import serve_in_background
-from metrics_lab.server import ANSWER_BATCH, MetricsServer
+from metrics_lab.server import MetricsServer
+from metrics_lab.session import ANSWER_BATCH
 
 
 def test_pipelined_gets_without_reading_keep_server_output_bounded() -> None:
     requests = 3000
     with serve_in_background() as server:
-        server.store.put_many([(f"key{i % 50}", i, i * 0.5) for i in range(2000)])
+        server.store.put_many([(f"key{i % 50}", i * 0.5, i) for i in range(2000)])
         answer_size = len(b"".join(f"key{i % 50} {i * 0.5!r} {i}\n".encode() for i in range(2000)))
         total = requests * (answer_size + 4)  # ~150 MB if the server answered everything at once
         with socket.create_connection(server.address, timeout=20) as sock:
@@ -35,7 +36,7 @@ def test_pipelined_gets_without_reading_keep_server_output_bounded() -> None:
 
 def test_slow_reader_still_gets_every_answer_in_order() -> None:
     with serve_in_background() as server:
-        server.store.put_many([("k", i, float(i)) for i in range(5_000)])  # ~60 KB answers
+        server.store.put_many([("k", float(i), i) for i in range(5_000)])  # ~60 KB answers
         stream = b"".join(b"get k\nput p 1 %d\nget p\n" % n for n in range(200))
         with socket.create_connection(server.address, timeout=20) as sock:
             sock.sendall(stream)

@@ -191,4 +191,4 @@ def test_serve_command_wires_its_limits() -> None:
         assert not served(server.address)  # the second connection is over the limit
         assert read_until_closed(first) == b""  # and the first goes once idle
         server.wait_for_log("connection limit (1) reached")
-        server.wait_for_log("sent no request for")
+        server.wait_for_log("showed no sign of life")

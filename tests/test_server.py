@@ -8,16 +8,18 @@ import random
 import socket
 import threading
 from collections.abc import Iterable
+from concurrent.futures import Future
 
 import pytest
 
 from metrics_lab import MemoryStore, MetricsServer, serve_in_background
 from metrics_lab.background import BackgroundServer
-from metrics_lab.storage import Point, Series
+from metrics_lab.storage import PointBatch, Snapshot, StoreFailure
 from tests.conftest import TIMEOUT, read_answers, read_exactly
 
 OK = b"ok\n\n"
 ERROR = b"error\nwrong command\n\n"
+STORE_ERROR = b"error\nstore unavailable\n\n"
 
 # (what a client sends on one fresh connection, what the server must answer, byte for byte)
 WIRE: list[tuple[str, bytes, bytes]] = [
@@ -178,15 +180,17 @@ class FailingStore(MemoryStore):
 
     fail = False
 
-    def put_many(self, points: Iterable[Point]) -> None:
+    def write(self, batch: PointBatch) -> Future[None]:
         if self.fail:
-            raise OSError("disk on fire")
-        super().put_many(points)
+            failed: Future[None] = Future()
+            failed.set_exception(StoreFailure("disk on fire"))
+            return failed
+        return super().write(batch)
 
-    def read(self, key: str | None = None) -> list[Series]:
+    def snapshot(self, key: str | None = None) -> Snapshot:
         if self.fail:
-            raise OSError("disk on fire")
-        return super().read(key)
+            raise StoreFailure("disk on fire")
+        return super().snapshot(key)
 
 
 def test_a_failing_store_gets_error_answers_and_the_server_lives_on(
@@ -200,9 +204,10 @@ def test_a_failing_store_gets_error_answers_and_the_server_lives_on(
         sock.sendall(b"put k 1 1\n")
         assert read_exactly(sock, 4) == OK
         store.fail = True
-        with caplog.at_level(logging.WARNING, logger="metrics_lab.server"):
+        with caplog.at_level(logging.WARNING, logger="metrics_lab.session"):
             sock.sendall(b"put k 2 2\nbad\nput k 3 3\nget k\n")
-            assert read_exactly(sock, 4 * len(ERROR)) == ERROR * 4
+            expected = STORE_ERROR + ERROR + STORE_ERROR + STORE_ERROR
+            assert read_exactly(sock, len(expected)) == expected
         store.fail = False
         sock.sendall(b"get k\n")
         assert read_answers(sock, 1) == b"ok\nk 1.0 1\n\n"

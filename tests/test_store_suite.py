@@ -1,27 +1,42 @@
-"""One behavioural suite for every store: MemoryStore and SQLiteStore must be interchangeable."""
+"""One behavioural suite for every store: each kind in STORE_KINDS must pass all of it.
+
+The contract is in ``metrics_lab/storage.py``: ``write`` returns a future, ``snapshot`` is a
+view fixed at the call, ``put_many`` and ``read`` wait for them.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metrics_lab import MemoryStore, Storage
 from metrics_lab.sqlite_store import SQLiteStore
+from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series
 
 StoreFactory = Callable[[], Storage]
 
+STORE_KINDS: dict[str, Callable[[Path], Storage]] = {
+    "memory": lambda folder: MemoryStore(),
+    "sqlite": lambda folder: SQLiteStore(folder / "suite.db"),
+}
+"""How to make each kind of store in a folder; making it again there reopens the same data."""
 
-@pytest.fixture(params=["memory", "sqlite"])
+Row = tuple[str, list[int], list[float]]
+
+
+@pytest.fixture(params=sorted(STORE_KINDS))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Makes stores of one kind; an SQLite store reopened by the factory sees the same file."""
+    """Makes stores of one kind; a durable store made again sees the same data."""
     made: list[Storage] = []
 
     def make() -> Storage:
-        store: Storage = (
-            MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "suite.db")
-        )
+        store = STORE_KINDS[request.param](tmp_path)
         made.append(store)
         return store
 
@@ -35,8 +50,28 @@ def store(make_store: StoreFactory) -> Storage:
     return make_store()
 
 
-def as_tuples(store: Storage, key: str | None = None) -> list[tuple[str, list[int], list[float]]]:
+def rows(store: Storage, key: str | None = None) -> list[Row]:
     return [(s.key, list(s.timestamps), list(s.values)) for s in store.read(key)]
+
+
+def snapshot_rows(store: Storage, key: str | None = None) -> Callable[[], list[Row]]:
+    """Take a snapshot now; the returned function reads it out (later) as whole rows."""
+    pieces = store.snapshot(key)
+
+    def read_out() -> list[Row]:
+        whole: list[Row] = []
+        for piece in pieces:
+            if isinstance(piece, Future):
+                piece.result()
+                continue
+            if whole and whole[-1][0] == piece.key:
+                whole[-1][1].extend(piece.timestamps)
+                whole[-1][2].extend(piece.values)
+            else:
+                whole.append((piece.key, list(piece.timestamps), list(piece.values)))
+        return whole
+
+    return read_out
 
 
 def test_empty_store_reads_nothing(store: Storage) -> None:
@@ -45,39 +80,54 @@ def test_empty_store_reads_nothing(store: Storage) -> None:
 
 
 def test_points_come_back_sorted_by_key_then_timestamp(store: Storage) -> None:
-    store.put_many([("mem", 5, 1.0), ("cpu", 3, 0.3), ("cpu", 1, 0.1), ("cpu", 2, 0.2)])
-    assert as_tuples(store) == [("cpu", [1, 2, 3], [0.1, 0.2, 0.3]), ("mem", [5], [1.0])]
-    assert as_tuples(store, "cpu") == [("cpu", [1, 2, 3], [0.1, 0.2, 0.3])]
+    store.put_many([("mem", 1.0, 5), ("cpu", 0.3, 3), ("cpu", 0.1, 1), ("cpu", 0.2, 2)])
+    assert rows(store) == [("cpu", [1, 2, 3], [0.1, 0.2, 0.3]), ("mem", [5], [1.0])]
+    assert rows(store, "cpu") == [("cpu", [1, 2, 3], [0.1, 0.2, 0.3])]
+    assert store.read("cpu") == [Series("cpu", [1, 2, 3], [0.1, 0.2, 0.3])]
+
+
+def test_keys_sort_by_code_point(store: Storage) -> None:
+    store.put_many([("b", 1.0, 1), ("a", 2.0, 2), ("B", 3.0, 3), ("ключ", 4.0, 4), ("é", 5.0, 5)])
+    assert [series.key for series in store.read()] == ["B", "a", "b", "é", "ключ"]
 
 
 def test_last_write_wins_within_and_across_calls(store: Storage) -> None:
-    store.put_many([("cpu", 1, 0.1), ("cpu", 1, 0.2)])
-    store.put_many([("cpu", 1, 0.3), ("cpu", 0, 9.0), ("cpu", 1, 0.4)])
-    assert as_tuples(store) == [("cpu", [0, 1], [9.0, 0.4])]
+    store.put_many([("cpu", 0.1, 1), ("cpu", 0.2, 1)])
+    store.put_many([("cpu", 0.3, 1), ("cpu", 9.0, 0), ("cpu", 0.4, 1)])
+    assert rows(store) == [("cpu", [0, 1], [9.0, 0.4])]
+
+
+def test_out_of_order_points_settle_in_order(store: Storage) -> None:
+    store.put_many([("k", 5.0, 5), ("k", 1.0, 1), ("k", 50.0, 5), ("k", 3.0, 3), ("k", 10.0, 1)])
+    assert rows(store, "k") == [("k", [1, 3, 5], [10.0, 3.0, 50.0])]
+    store.put_many([("k", 2.0, 2), ("k", 30.0, 3)])
+    assert rows(store, "k") == [("k", [1, 2, 3, 5], [10.0, 2.0, 30.0, 50.0])]
 
 
 def test_extremes_round_trip_exactly(store: Storage) -> None:
-    points = [
-        ("k", -(2**63), -1.7976931348623157e308),
-        ("k", 2**63 - 1, 5e-324),
-        ("k", 0, 0.1 + 0.2),
-        ("ключ.cpu", 7, -0.0),
-    ]
-    store.put_many(points)
-    assert as_tuples(store) == [
+    store.put_many(
+        [
+            ("k", -1.7976931348623157e308, -(2**63)),
+            ("k", 5e-324, 2**63 - 1),
+            ("k", 0.1 + 0.2, 0),
+            ("ключ.cpu", -0.0, 7),
+        ]
+    )
+    assert rows(store) == [
         ("k", [-(2**63), 0, 2**63 - 1], [-1.7976931348623157e308, 0.1 + 0.2, 5e-324]),
         ("ключ.cpu", [7], [-0.0]),
     ]
+    assert str(store.read("ключ.cpu")[0].values[0]) == "-0.0"
 
 
 def test_keys_are_case_sensitive_and_exact(store: Storage) -> None:
-    store.put_many([("CPU", 1, 1.0), ("cpu", 1, 2.0)])
-    assert as_tuples(store, "cpu") == [("cpu", [1], [2.0])]
+    store.put_many([("CPU", 1.0, 1), ("cpu", 2.0, 1)])
+    assert rows(store, "cpu") == [("cpu", [1], [2.0])]
     assert store.read("cp") == []
 
 
 def test_a_key_no_put_could_store_reads_as_nothing(store: Storage) -> None:
-    store.put_many([("cpu", 1, 1.0)])
+    store.put_many([("cpu", 1.0, 1)])
     assert store.read("\udcff") == []  # what the server makes of a get with bad UTF-8
 
 
@@ -86,20 +136,102 @@ def test_empty_put_many_changes_nothing(store: Storage) -> None:
     assert store.read() == []
 
 
+def test_write_returns_a_future_that_is_done_once_stored(store: Storage) -> None:
+    written = store.write(PointBatch(("cpu", "mem"), (0.5, 7.0), (1, 1)))
+    assert written.result(timeout=10) is None
+    assert rows(store) == [("cpu", [1], [0.5]), ("mem", [1], [7.0])]
+
+
 def test_many_points_many_keys(store: Storage) -> None:
-    points = [(f"host{i % 7}.cpu", i // 7, float(i)) for i in range(7000)]
+    points = [(f"host{i % 7}.cpu", float(i), i // 7) for i in range(7000)]
     store.put_many(reversed(points))
     series = store.read()
     assert [s.key for s in series] == [f"host{i}.cpu" for i in range(7)]
     assert all(list(s.timestamps) == list(range(1000)) for s in series)
 
 
+def test_a_big_key_comes_in_pieces_that_make_it_whole(store: Storage) -> None:
+    count = 2 * SNAPSHOT_PIECE + 5
+    store.put_many([("big", float(i), i) for i in range(count)])
+    pieces = [piece for piece in store.snapshot("big") if isinstance(piece, Series)]
+    assert all(len(piece.timestamps) <= SNAPSHOT_PIECE for piece in pieces)
+    assert [t for piece in pieces for t in piece.timestamps] == list(range(count))
+
+
+def test_a_snapshot_does_not_see_later_writes(store: Storage) -> None:
+    store.put_many([("a", 1.0, 1), ("a", 2.0, 2), ("b", 1.0, 1), ("c", 1.0, 5), ("c", 2.0, 3)])
+    read_out = snapshot_rows(store)
+    # Every kind of change: a rewrite of the newest point, a point past it, an older point,
+    # a new key before and after the others, a rewrite of an out-of-order column.
+    store.put_many([("a", 9.0, 2), ("a", 3.0, 3), ("b", 0.5, 0), ("0", 1.0, 1), ("z", 1.0, 1)])
+    store.put_many([("c", 7.0, 3), ("c", 8.0, 4)])
+    assert read_out() == [
+        ("a", [1, 2], [1.0, 2.0]),
+        ("b", [1], [1.0]),
+        ("c", [3, 5], [2.0, 1.0]),
+    ]
+    assert rows(store, "a") == [("a", [1, 2, 3], [1.0, 9.0, 3.0])]
+
+
+def test_a_snapshot_of_one_key_read_piece_by_piece_while_it_grows(store: Storage) -> None:
+    store.put_many([("k", float(i), i) for i in range(3 * SNAPSHOT_PIECE)])
+    pieces = store.snapshot("k")
+    first = next(piece for piece in pieces if isinstance(piece, Series))
+    store.put_many([("k", -1.0, i) for i in range(0, 4 * SNAPSHOT_PIECE, 7)])
+    rest = [piece for piece in pieces if isinstance(piece, Series)]
+    values = [v for piece in (first, *rest) for v in piece.values]
+    assert values == [float(i) for i in range(3 * SNAPSHOT_PIECE)]
+
+
 def test_durable_store_keeps_points_across_reopen(
     request: pytest.FixtureRequest, make_store: StoreFactory
 ) -> None:
-    if "memory" in request.node.callspec.id:
+    if request.node.callspec.params["make_store"] == "memory":
         pytest.skip("MemoryStore forgets by design")
     first = make_store()
-    first.put_many([("cpu", 1, 0.5), ("cpu", 2, 0.6)])
+    first.put_many([("cpu", 0.5, 1), ("cpu", 0.6, 2)])
     first.close()
-    assert as_tuples(make_store()) == [("cpu", [1, 2], [0.5, 0.6])]
+    assert rows(make_store()) == [("cpu", [1, 2], [0.5, 0.6])]
+
+
+def test_memory_store_counts_points_once_per_timestamp() -> None:
+    store = MemoryStore()
+    store.put_many([("a", 1.0, 1), ("a", 2.0, 1), ("b", 1.0, 1), ("a", 1.0, 0), ("a", 3.0, 0)])
+    assert len(store) == 3
+    assert store.key_count() == 2
+
+
+keys = st.sampled_from(["cpu", "mem", "a.b", "zz", "ключ"])
+timestamps = st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.integers(-3, 3)
+values = st.floats(allow_nan=False, allow_infinity=False)
+# Several batches with reads in between: reads sort lazily, later puts must still win.
+batches = st.lists(st.lists(st.tuples(keys, values, timestamps), max_size=30), max_size=6)
+
+
+def _model_rows(model: dict[str, dict[int, float]], key: str | None) -> list[Row]:
+    names = sorted(model) if key is None else [key] if key in model else []
+    return [
+        (name, sorted(model[name]), [model[name][t] for t in sorted(model[name])]) for name in names
+    ]
+
+
+@pytest.mark.parametrize("kind", sorted(STORE_KINDS))
+@settings(max_examples=60, deadline=None)
+@given(batches=batches, key=st.sampled_from([None, "cpu", "mem", "absent"]))
+def test_every_store_matches_a_dict_model(
+    kind: str, batches: list[list[tuple[str, float, int]]], key: str | None
+) -> None:
+    model: dict[str, dict[int, float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        store = STORE_KINDS[kind](Path(folder))
+        try:
+            for batch in batches:
+                earlier, expected_earlier = snapshot_rows(store, key), _model_rows(model, key)
+                store.put_many(batch)
+                for name, value, timestamp in batch:
+                    model.setdefault(name, {})[timestamp] = value  # last write wins
+                assert rows(store, key) == _model_rows(model, key)
+                assert rows(store, None) == _model_rows(model, None)
+                assert earlier() == expected_earlier
+        finally:
+            store.close()

@@ -1,0 +1,180 @@
+"""The sans-IO session, in memory: the wire table without sockets, and the rules of order.
+
+The same WIRE table as tests/test_server.py (over real sockets) runs here against a bare
+:class:`ServerSession`, with each parser, fed whole, byte by byte and cut at random.
+"""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import Future
+
+import pytest
+
+from metrics_lab import MemoryStore
+from metrics_lab.fastpath import FastParser
+from metrics_lab.session import ANSWER_BATCH, STORE_ERROR_ANSWER, ServerSession, SimpleParser
+from metrics_lab.storage import PointBatch, Snapshot, StoreFailure
+from tests.test_server import ERROR, OK, WIRE
+
+PARSERS = {"simple": SimpleParser, "fast": FastParser}
+
+
+def cut(data: bytes, how: str, seed: str) -> list[bytes]:
+    if how == "whole":
+        return [data]
+    if how == "byte-by-byte":
+        return [bytes([byte]) for byte in data]
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(data)), min(4, len(data) - 1)))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+def drain(session: ServerSession) -> bytes:
+    out = []
+    while data := session.data_to_send():
+        out.append(data)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("parser", sorted(PARSERS))
+@pytest.mark.parametrize(("name", "sent", "expected"), WIRE, ids=[case[0] for case in WIRE])
+@pytest.mark.parametrize("how", ["whole", "byte-by-byte", "random"])
+def test_wire_in_memory(name: str, sent: bytes, expected: bytes, how: str, parser: str) -> None:
+    session = ServerSession(MemoryStore(), parser=PARSERS[parser]())
+    answers = b""
+    for chunk in cut(sent, how, name):
+        session.receive_data(chunk)
+        answers += drain(session)
+    assert answers == expected
+
+
+def test_the_contract_example() -> None:
+    session = ServerSession(MemoryStore())
+    session.receive_data(b"put a 1 2\nget a\n")
+    assert session.data_to_send() == b"ok\n\nok\na 1.0 2\n\n"
+    assert session.data_to_send() == b""
+
+
+class LaterStore(MemoryStore):
+    """A memory store that commits only when told to, as a durable store's thread would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[PointBatch, Future[None]]] = []
+        self.fail_next = False
+
+    def write(self, batch: PointBatch) -> Future[None]:
+        written: Future[None] = Future()
+        self.pending.append((batch, written))
+        return written
+
+    def commit(self) -> None:
+        pending, self.pending = self.pending, []
+        for batch, written in pending:
+            if self.fail_next:
+                written.set_exception(StoreFailure("disk full"))
+            else:
+                super().write(batch).result()
+                written.set_result(None)
+        self.fail_next = False
+
+
+def test_ok_waits_for_the_commit_and_a_get_waits_for_earlier_puts() -> None:
+    store = LaterStore()
+    session = ServerSession(store, parser=FastParser())
+    session.receive_data(b"get k\nput k 1 1\nput k 2 2\nget k\nput k 3 3\n")
+    assert session.data_to_send() == OK  # the first get ran at once: no put before it
+    assert session.waiting_for is store.pending[0][1]
+    assert not session.wants_data  # the second get cannot run yet: stop reading
+    store.commit()
+    assert session.data_to_send() == OK + OK + b"ok\nk 1.0 1\nk 2.0 2\n\n"
+    assert session.waiting_for is store.pending[0][1]  # the last put, written after the get
+    store.commit()
+    assert session.data_to_send() == OK
+    assert session.waiting_for is None
+    assert session.wants_data
+
+
+def test_a_failed_commit_answers_store_error_for_each_put_and_nothing_else() -> None:
+    store = LaterStore()
+    session = ServerSession(store)
+    session.receive_data(b"put k 1 1\nput k 2 2\nbad\nget k\n")
+    store.fail_next = True
+    store.commit()
+    assert drain(session) == STORE_ERROR_ANSWER * 2 + ERROR + OK
+    session.receive_data(b"put k 3 3\n")
+    store.commit()  # space is back
+    session.receive_data(b"get k\n")
+    assert drain(session) == OK + b"ok\nk 3.0 3\n\n"
+
+
+class BrokenReads(MemoryStore):
+    def __init__(self, fail_after: int) -> None:
+        super().__init__()
+        self.fail_after = fail_after
+
+    def snapshot(self, key: str | None = None) -> Snapshot:
+        pieces = super().snapshot(key)
+
+        def failing() -> Snapshot:
+            for index, piece in enumerate(pieces):
+                if index >= self.fail_after:
+                    raise StoreFailure("the disk went away")
+                yield piece
+
+        return failing()
+
+
+def test_a_read_that_fails_before_any_byte_is_an_error_answer() -> None:
+    store = BrokenReads(fail_after=0)
+    store.put_many([("k", 1.0, 1)])
+    session = ServerSession(store)
+    session.receive_data(b"get k\nget nothing\n")
+    assert drain(session) == STORE_ERROR_ANSWER + OK
+
+
+def test_a_read_that_fails_mid_answer_raises_so_the_connection_ends() -> None:
+    store = BrokenReads(fail_after=3)
+    store.put_many([(f"k{i}", 1.0, t) for i in range(3) for t in range(30_000)])
+    session = ServerSession(store)
+    session.receive_data(b"get *\n")
+    assert session.data_to_send(limit=1).startswith(b"ok\nk0 1.0 0\n")
+    with pytest.raises(StoreFailure):
+        drain(session)
+
+
+def test_a_big_answer_comes_in_bounded_pieces_from_the_snapshot_of_its_request() -> None:
+    store = MemoryStore()
+    store.put_many([(f"k{i % 10}", 0.5, t) for t in range(20_000) for i in range(10)])
+    session = ServerSession(store)
+    session.receive_data(b"get *\nget k0\n")
+    first = session.data_to_send(limit=1)
+    store.put_many([("k0", 9.5, 0), ("k5", 9.5, 5), ("k9", 9.5, 30_000), ("a", 1.0, 1)])
+    pieces = [first]
+    while data := session.data_to_send(limit=1):
+        assert len(data) <= 2 * ANSWER_BATCH
+        pieces.append(data)
+    assert len(pieces) > 20  # streamed, not built whole
+    answers = b"".join(pieces).split(b"\n\n")
+    everything, k0 = answers[0], answers[1]
+    assert everything.count(b"\n") == 200_000  # "ok" plus one line a point: no more, no less
+    assert b"9.5" not in everything  # written after the get: not seen, not torn in
+    assert k0.startswith(b"ok\nk0 9.5 0\n")  # the next get sees it
+
+
+def test_a_line_over_the_limit_is_answered_and_ends_the_session() -> None:
+    session = ServerSession(MemoryStore(), max_line=10)
+    session.receive_data(b"put k 1 1\n" + b"x" * 11)
+    session.receive_data(b"more\n")
+    assert drain(session) == OK + ERROR
+    assert session.finished
+
+
+def test_end_of_stream_answers_what_came_before() -> None:
+    session = ServerSession(MemoryStore())
+    session.receive_data(b"put k 1 1\nget k\nput k 2")  # the unfinished line is dropped
+    session.receive_data(b"")
+    assert not session.wants_data
+    assert drain(session) == OK + b"ok\nk 1.0 1\n\n"
+    assert session.finished
