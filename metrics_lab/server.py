@@ -51,6 +51,9 @@ logger = logging.getLogger("metrics_lab.server")
 DEFAULT_MAX_CONNECTIONS = 1000
 """Open connections a server accepts at once; more are closed as soon as they arrive."""
 
+WRITE_BUFFER_HIGH: Final = 4 * ANSWER_BATCH
+"""Bytes of answers a connection buffers before it waits for the peer to read (flow control)."""
+
 REFUSAL_LOG_INTERVAL = 10.0
 """Seconds between two warnings about connections refused over the limit."""
 
@@ -92,6 +95,9 @@ class _Connection(asyncio.Protocol):
             tcp.abort()  # over the limit or stopping: no answer, no buffers, gone at once
             return
         self._transport = tcp
+        # Room for a few pieces of a big answer, so we encode the next while the system
+        # sends the last; a peer that does not read still holds at most this much of ours.
+        tcp.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self._server._connection_opened(self)
         logger.debug("connection from %s opened", self._peer)
         if self._server.idle_timeout is not None:
@@ -132,10 +138,11 @@ class _Connection(asyncio.Protocol):
         try:
             while not self._writing_paused:
                 data = session.data_to_send()
-                if not data:
-                    break
-                transport.write(data)
-                written += len(data)
+                if data:
+                    transport.write(data)
+                    written += len(data)
+                if len(data) < ANSWER_BATCH:
+                    break  # that was all the session had ready
                 if written >= ANSWER_BATCH:
                     # Fair to the other connections: go on in the next turn of the loop.
                     self._send_scheduled = True
@@ -145,14 +152,18 @@ class _Connection(asyncio.Protocol):
             logger.warning("%s: the store failed mid-answer; closing", self._peer, exc_info=True)
             transport.abort()
             return
-        self._wait_for(session.waiting_for)
-        self._set_reading(session.wants_data and not self._writing_paused)
+        waiting_for = session.waiting_for
+        if waiting_for is not None:
+            self._wait_for(waiting_for)
+        reading = session.wants_data and not self._writing_paused
+        if reading is not self._reading:
+            self._set_reading(reading)
         if session.finished and not self._writing_paused:
             transport.close()
 
-    def _wait_for(self, future: Future[None] | None) -> None:
+    def _wait_for(self, future: Future[None]) -> None:
         """Have :meth:`_send` run again once ``future`` (done in a store's thread) is done."""
-        if future is None or future is self._waited:
+        if future is self._waited:
             return
         self._waited = future
         loop = self._loop

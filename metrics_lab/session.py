@@ -49,7 +49,7 @@ from metrics_lab.protocol import (
     encode_series_lines,
     parse_request,
 )
-from metrics_lab.storage import PointBatch, Snapshot, Storage
+from metrics_lab.storage import STORED, PointBatch, Snapshot, Storage
 
 __all__ = [
     "ANSWER_BATCH",
@@ -146,21 +146,22 @@ class ServerSession:
         ``b""`` means nothing is ready: everything is sent, or the next answer waits for the
         store (see :attr:`waiting_for`).
         """
-        self._run_ready()
+        answers = self._answers
         out: list[bytes] = []
         size = 0
-        while self._answers and size < limit:
-            piece = self._answers[0].next_piece()
+        while answers and size < limit:
+            piece = answers[0].next_piece()
             if piece is None:  # that answer is complete
-                if isinstance(self._answers.popleft(), _Points):
+                if type(answers.popleft()) is _Points:
                     self._reading = False
-                self._run_ready()
-            elif isinstance(piece, Future):
-                break  # the store has not answered yet
-            else:
+                if self._requests:
+                    self._run_ready()  # a get may have waited for that answer
+            elif type(piece) is bytes:
                 out.append(piece)
                 size += len(piece)
-        return b"".join(out)
+            else:
+                break  # a future: the store has not answered yet
+        return out[0] if len(out) == 1 else b"".join(out)
 
     @property
     def waiting_for(self) -> Future[None] | None:
@@ -192,7 +193,7 @@ class ServerSession:
         requests = self._requests
         while requests and len(self._answers) < MAX_QUEUED_ANSWERS:
             item = requests[0]
-            if isinstance(item, GetRequest):
+            if type(item) is GetRequest:
                 while self._unstored and self._unstored[0].done():
                     self._unstored.popleft()
                 if self._unstored or self._reading:
@@ -201,29 +202,30 @@ class ServerSession:
             self._run(item)
 
     def _run(self, item: Item) -> None:
-        if isinstance(item, WrongCommandError):
-            logger.debug("wrong command: %s", item)
-            self._answer_now(ERROR_ANSWER)
-        elif isinstance(item, GetRequest):
+        if type(item) is GetRequest:
             self._answers.append(_Points(self.store, None if item.key == ALL_KEYS else item.key))
             self._reading = True
+        elif isinstance(item, WrongCommandError):
+            logger.debug("wrong command: %s", item)
+            self._answer_now(ERROR_ANSWER)
         else:
-            batch = item if isinstance(item, PointBatch) else _one_point(item)
+            batch = item if type(item) is PointBatch else _one_point(item)  # type: ignore[arg-type]
             written = self.store.write(batch)
-            if written.done() and written.exception() is None:
-                self._answer_now(OK_ANSWER * len(batch))  # the usual case for a memory store
+            count = len(batch.keys)
+            if written is STORED:  # the usual case for a memory store: answered at once
+                self._answer_now(OK_ANSWER * count)
                 return
             if not written.done():
                 self._unstored.append(written)
-            self._answers.append(_Written(written, len(batch)))
+            self._answers.append(_Written(written, count))
 
     def _answer_now(self, data: bytes) -> None:
         """Queue a finished answer, joined to the one before if that one is finished too."""
-        last = self._answers[-1] if self._answers else None
-        if isinstance(last, _Bytes) and last.data is not None:
-            last.data += data
+        answers = self._answers
+        if answers and type(answers[-1]) is _Bytes and answers[-1].data is not None:  # type: ignore[attr-defined]
+            answers[-1].data += data  # type: ignore[attr-defined]
         else:
-            self._answers.append(_Bytes(data))
+            answers.append(_Bytes(data))
 
 
 def _one_point(put: PutRequest) -> PointBatch:
