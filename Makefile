@@ -50,7 +50,7 @@ lab: $(STAMP)
 
 # Leading "-": a missed target makes the benchmark exit 1, and the second one should still run.
 bench: $(STAMP)
-	-$(BIN)/metrics-lab bench
+	-$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.durable
 
 clean:

@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
@@ -89,14 +88,6 @@ def _parser() -> argparse.ArgumentParser:
         "(auto, the default); the answers are the same",
     )
     serve.set_defaults(run=_serve)
-
-    bench = commands.add_parser(
-        "bench", help="benchmark this server against a baseline (source checkout only)"
-    )
-    bench.add_argument("--quick", action="store_true", help="smaller sizes, one round (<1 min)")
-    bench.add_argument("--rounds", type=int, help="rounds to take medians of (default: 5)")
-    bench.add_argument("--loop", default="auto", choices=LOOP_CHOICES, help="for both servers")
-    bench.set_defaults(run=_bench)
 
     put = commands.add_parser("put", help="store one point")
     put.add_argument("key", help="metric name, e.g. web1.cpu")
@@ -179,24 +170,6 @@ def _serve(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    # The benchmark lives in the source checkout next to the package, not in it, so that
-    # `import metrics_lab` never pulls it in; find it there.
-    checkout = Path(__file__).resolve().parents[1]
-    if not (checkout / "benchmarks" / "run.py").is_file():
-        print("metrics-lab: the benchmarks are only in a source checkout", file=sys.stderr)
-        return 1
-    if str(checkout) not in sys.path:
-        sys.path.insert(0, str(checkout))
-    from benchmarks.run import main as bench_main
-
-    argv = ["--loop", args.loop] + (["--quick"] if args.quick else [])
-    if args.rounds is not None:
-        argv += ["--rounds", str(args.rounds)]
-    status: int = bench_main(argv)
-    return status
 
 
 def _put(args: argparse.Namespace) -> int:

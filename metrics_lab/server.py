@@ -83,7 +83,8 @@ class _Connection(asyncio.Protocol):
         self._send_scheduled = False
         self._waited: Future[None] | None = None  # the store future we asked to be woken by
         self._last_active = 0.0  # loop time of the last sign of life (a line, or a drained buffer)
-        self._buffered_at_check = 0  # the write buffer's size at the last idle check
+        self._bytes_written = 0  # answers handed to the transport, in all
+        self._handed_over_at_check = 0  # of those, how many had left its buffer at the last check
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -141,6 +142,7 @@ class _Connection(asyncio.Protocol):
                 if data:
                     transport.write(data)
                     written += len(data)
+                    self._bytes_written += len(data)
                 if len(data) < ANSWER_BATCH:
                     break  # that was all the session had ready
                 if written >= ANSWER_BATCH:
@@ -213,18 +215,23 @@ class _Connection(asyncio.Protocol):
         if timeout is None or transport is None:
             return
         buffered = transport.get_write_buffer_size()
-        if buffered < self._buffered_at_check:
-            self._last_active = self._loop.time()  # the peer took answers since the last check
-        self._buffered_at_check = buffered
+        # Bytes the system took from our buffer: it takes more only as the peer reads.
+        handed_over = self._bytes_written - buffered
+        if handed_over > self._handed_over_at_check:
+            self._last_active = self._loop.time()
+        self._handed_over_at_check = handed_over
         idle = self._loop.time() - self._last_active
         if idle < timeout:
-            self._idle_timer = self._loop.call_later(timeout - idle, self._check_idle)
+            self._idle_timer = self._loop.call_later(
+                min(timeout - idle, timeout / 4), self._check_idle
+            )
             return
-        # abort(): an idle peer is owed nothing, and one that does not read its answers must
-        # not keep us waiting for its buffer to drain.
         logger.info("%s showed no sign of life for %.0f s; closing", self._peer, idle)
         self._idle_timer = None
-        transport.abort()
+        if buffered:
+            transport.abort()  # it does not read: do not wait for its buffer to drain
+        else:
+            transport.close()  # what the system already holds still reaches the peer
 
     @property
     def write_buffer_size(self) -> int:

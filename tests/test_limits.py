@@ -181,6 +181,26 @@ def test_a_busy_peer_outlives_the_idle_timeout() -> None:
         assert len(client.get("busy")["busy"]) == count
 
 
+def test_a_peer_reading_a_long_answer_steadily_outlives_the_idle_timeout() -> None:
+    # 24 MB of answer, more than the system's socket buffers hold: the server must see the
+    # peer taking it, piece by piece, for several idle timeouts. (Before, a peer reading a
+    # big answer was closed mid-answer: no request line counted as no sign of life.)
+    points = 1_300_000
+    with serve_in_background(idle_timeout=IDLE) as server:
+        server.store.put_many([(f"k{i % 100}", 0.25, i) for i in range(points)])
+        with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"get *\n")
+            received = bytearray()
+            started = time.monotonic()
+            while not received.endswith(b"\n\n"):
+                data = sock.recv(256 * 1024)
+                assert data, f"closed after {len(received):,} bytes"
+                received += data
+                if time.monotonic() - started < 4 * IDLE:
+                    time.sleep(0.01)  # a slow, steady reader is the scenario under test
+    assert received.count(b"\n") == points + 2
+
+
 def test_serve_command_wires_its_limits() -> None:
     with (
         ServeProcess("--idle-timeout", str(IDLE), "--max-connections", "1") as server,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import random
 import socket
@@ -12,10 +13,12 @@ from concurrent.futures import Future
 
 import pytest
 
-from metrics_lab import MemoryStore, MetricsServer, serve_in_background
+from metrics_lab import Client, MemoryStore, MetricsServer, serve_in_background
 from metrics_lab.background import BackgroundServer
+from metrics_lab.cli import main
 from metrics_lab.storage import PointBatch, Snapshot, StoreFailure
 from tests.conftest import TIMEOUT, read_answers, read_exactly
+from tests.serve_process import ServeProcess
 
 OK = b"ok\n\n"
 ERROR = b"error\nwrong command\n\n"
@@ -259,3 +262,41 @@ def test_a_stopped_server_refuses_new_connections_and_frees_its_port() -> None:
 def test_server_binds_loopback_by_default(server: BackgroundServer) -> None:
     assert server.host == "127.0.0.1"
     assert server.port > 0
+
+
+def test_serve_forever_serves_again_after_a_stop_and_a_new_start() -> None:
+    async def scenario() -> bytes:
+        server = MetricsServer(port=0)
+        await server.start()
+        await server.stop()
+        await server.start()  # a second life: serve_forever must wait for its stop, not return
+        serving = asyncio.create_task(server.serve_forever())
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"put k 1 1\n")
+        answer = await reader.readexactly(4)
+        assert not serving.done()
+        writer.close()
+        await server.stop()
+        await serving
+        return answer
+
+    assert asyncio.run(asyncio.wait_for(scenario(), TIMEOUT)) == OK
+
+
+def test_parser_choice_is_checked() -> None:
+    with pytest.raises(ValueError, match="parser must be one of"):
+        MetricsServer(parser="turbo")
+
+
+@pytest.mark.parametrize("parser", ["simple", "fast"])
+def test_serve_command_takes_either_parser(parser: str) -> None:
+    with ServeProcess("--parser", parser) as server, Client(*server.address, timeout=TIMEOUT) as c:
+        c.put_many([("k", float(i), i) for i in range(100)])
+        assert c.get("k")["k"][-1] == (99, 99.0)
+
+
+def test_serve_with_a_missing_event_loop_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    if importlib.util.find_spec("uvloop") is not None:
+        pytest.skip("uvloop is installed here: --loop uvloop would serve")
+    assert main(["serve", "--loop", "uvloop", "--port", "0"]) == 1
+    assert capsys.readouterr().err.strip().startswith("metrics-lab: uvloop is not installed")
