@@ -115,10 +115,9 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        lines_before = self._session.lines_received
-        self._session.receive_data(data)
-        if self._session.lines_received != lines_before:
+        if b"\n" in data:  # a request line is complete: a sign of life
             self._last_active = self._loop.time()
+        self._session.receive_data(data)
         self._send()
 
     def eof_received(self) -> bool:
@@ -157,11 +156,13 @@ class _Connection(asyncio.Protocol):
         waiting_for = session.waiting_for
         if waiting_for is not None:
             self._wait_for(waiting_for)
-        reading = session.wants_data and not self._writing_paused
-        if reading is not self._reading:
-            self._set_reading(reading)
-        if session.finished and not self._writing_paused:
-            transport.close()
+        if session.wants_data:
+            if not self._reading and not self._writing_paused:
+                self._set_reading(True)
+        else:
+            self._set_reading(False)
+            if session.finished and not self._writing_paused:
+                transport.close()
 
     def _wait_for(self, future: Future[None]) -> None:
         """Have :meth:`_send` run again once ``future`` (done in a store's thread) is done."""

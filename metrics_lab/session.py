@@ -120,10 +120,9 @@ class ServerSession:
         self._requests: deque[Item] = deque()  # received, not yet run
         self._answers: deque[_Answer] = deque()  # run, not yet sent whole
         self._unstored: deque[Future[None]] = deque()  # this session's writes still pending
+        self._ready = bytearray()  # finished answers before any in _answers
         self._ended = False  # no request will come any more
         self._reading = False  # a get's answer is queued: the next get waits for it
-        self.lines_received = 0
-        """How many request lines have arrived (blank ones included): a sign of life."""
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes from the peer, cut anywhere; ``b""`` means the peer sends no more."""
@@ -132,7 +131,6 @@ class ServerSession:
             return
         block = self._lines.receive_block(data)
         if block:
-            self.lines_received += block.count(b"\n")
             self._requests.extend(self.parser.parse(block))
         if self._lines.too_long and not self._ended:
             logger.warning("a request line over %d bytes; answering error", self._lines.max_line)
@@ -147,16 +145,17 @@ class ServerSession:
         store (see :attr:`waiting_for`).
         """
         answers = self._answers
-        out: list[bytes] = []
-        size = 0
+        out = [bytes(self._ready)]
+        self._ready.clear()
+        size = len(out[0])
         while answers and size < limit:
             piece = answers[0].next_piece()
             if piece is None:  # that answer is complete
-                if type(answers.popleft()) is _Points:
+                if isinstance(answers.popleft(), _Points):
                     self._reading = False
                 if self._requests:
                     self._run_ready()  # a get may have waited for that answer
-            elif type(piece) is bytes:
+            elif isinstance(piece, bytes):
                 out.append(piece)
                 size += len(piece)
             else:
@@ -180,7 +179,7 @@ class ServerSession:
     @property
     def finished(self) -> bool:
         """Whether the conversation is over: no more requests, every answer taken."""
-        return self._ended and not self._requests and not self._answers
+        return self._ended and not self._requests and not self._answers and not self._ready
 
     def _run_ready(self) -> None:
         """Run the received requests, in order, as far as they may run now.
@@ -193,7 +192,7 @@ class ServerSession:
         requests = self._requests
         while requests and len(self._answers) < MAX_QUEUED_ANSWERS:
             item = requests[0]
-            if type(item) is GetRequest:
+            if isinstance(item, GetRequest):
                 while self._unstored and self._unstored[0].done():
                     self._unstored.popleft()
                 if self._unstored or self._reading:
@@ -202,14 +201,14 @@ class ServerSession:
             self._run(item)
 
     def _run(self, item: Item) -> None:
-        if type(item) is GetRequest:
+        if isinstance(item, GetRequest):
             self._answers.append(_Points(self.store, None if item.key == ALL_KEYS else item.key))
             self._reading = True
         elif isinstance(item, WrongCommandError):
             logger.debug("wrong command: %s", item)
             self._answer_now(ERROR_ANSWER)
         else:
-            batch = item if type(item) is PointBatch else _one_point(item)  # type: ignore[arg-type]
+            batch = item if isinstance(item, PointBatch) else _one_point(item)
             written = self.store.write(batch)
             count = len(batch.keys)
             if written is STORED:  # the usual case for a memory store: answered at once
@@ -220,12 +219,15 @@ class ServerSession:
             self._answers.append(_Written(written, count))
 
     def _answer_now(self, data: bytes) -> None:
-        """Queue a finished answer, joined to the one before if that one is finished too."""
-        answers = self._answers
-        if answers and type(answers[-1]) is _Bytes and answers[-1].data is not None:  # type: ignore[attr-defined]
-            answers[-1].data += data  # type: ignore[attr-defined]
+        """Queue a finished answer, joined to the finished ones before it."""
+        if not self._answers:
+            self._ready += data
+            return
+        last = self._answers[-1]
+        if isinstance(last, _Bytes) and last.data is not None:
+            last.data += data
         else:
-            answers.append(_Bytes(data))
+            self._answers.append(_Bytes(data))
 
 
 def _one_point(put: PutRequest) -> PointBatch:

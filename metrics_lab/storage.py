@@ -253,10 +253,9 @@ class MemoryStore(Storage):
         """
         columns = self._columns
         try:
-            # zip() without strict: checking the lengths once is cheaper than at every point.
-            if not len(batch.keys) == len(batch.values) == len(batch.timestamps):
-                raise TypeError("a batch's columns must have the same length")
-            for key, value, timestamp in zip(batch.keys, batch.values, batch.timestamps):  # noqa: B905
+            for key, value, timestamp in zip(
+                batch.keys, batch.values, batch.timestamps, strict=True
+            ):
                 column = columns.get(key)
                 if column is None:
                     column = columns[key] = _Column()
@@ -268,7 +267,7 @@ class MemoryStore(Storage):
                     column.values.append(value)
                 else:
                     column.append(timestamp, value)
-        except (OverflowError, TypeError) as exc:
+        except (OverflowError, TypeError, ValueError) as exc:
             failed: Future[None] = Future()
             failed.set_exception(StoreFailure(f"the memory store cannot hold that point: {exc}"))
             return failed
