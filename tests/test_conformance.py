@@ -164,10 +164,16 @@ def test_a_server_that_loses_data_between_connections_is_told_so() -> None:
     assert "lost data between connections" in result.detail
 
 
-def test_a_failure_shows_sent_expected_got_and_the_rule_readably() -> None:
-    with serve_toy(Faults(overwrites=False)) as server:
-        report = check_server(*server.address, timeout=FAST, only=["overwrite"])
+def only_result(faults: Faults, name: str, timeout: float = FAST) -> CheckResult:
+    """The result of the one check ``name`` against a toy server with ``faults``."""
+    with serve_toy(faults) as server:
+        report = check_server(*server.address, timeout=timeout, only=[name])
     [result] = report.results
+    return result
+
+
+def test_a_failure_shows_sent_expected_got_and_the_rule_readably() -> None:
+    result = only_result(Faults(overwrites=False), "overwrite")
     assert result.detail.startswith("the last put for a timestamp must win; sent 'get conform")
     assert "expected 'ok\\n" in result.detail
     assert " 1.5 100\\n" in result.detail  # the appended value the toy still returns
@@ -176,26 +182,20 @@ def test_a_failure_shows_sent_expected_got_and_the_rule_readably() -> None:
 
 
 def test_a_crash_is_named_with_the_request_that_caused_it() -> None:
-    with serve_toy(Faults(crashes_on_bad_utf8=True)) as server:
-        report = check_server(*server.address, timeout=FAST, only=["error-put-bad-utf8-key"])
-    [result] = report.results
+    result = only_result(Faults(crashes_on_bad_utf8=True), "error-put-bad-utf8-key")
     assert "it probably crashed on this request" in result.detail
     assert "sent 'put conformance." in result.detail
 
 
 def test_a_key_order_failure_shows_the_keys_and_the_rule() -> None:
-    with serve_toy(Faults(sorts_keys=False)) as server:
-        report = check_server(*server.address, timeout=FAST, only=["get-all-key-order"])
-    [result] = report.results
+    result = only_result(Faults(sorts_keys=False), "get-all-key-order")
     assert "expected .B .a .b .c; got .c .a .B .b" in result.detail
     assert "code-point order" in result.detail
     assert "bytes)" not in result.detail  # nothing cut short
 
 
 def test_a_silent_connection_after_an_error_names_the_command() -> None:
-    with serve_toy(Faults(silent_after_error=True)) as server:
-        report = check_server(*server.address, timeout=0.3, only=["survives-errors"])
-    [result] = report.results
+    result = only_result(Faults(silent_after_error=True), "survives-errors", timeout=0.3)
     assert "after the wrong command 'got conformance." in result.detail
     assert "no complete answer before the timeout" in result.detail
 

@@ -325,7 +325,9 @@ class _OutputRouter:
         try:
             yield
         finally:
-            # A client thread still hanging keeps its route; the others see the old streams.
+            # A client thread that still hangs after its check (it ignored its timeout and the
+            # closed sockets) would print to these streams again: a rare case, and a printed
+            # report is already complete by then.
             sys.stdout, sys.stderr = out, err
 
 
