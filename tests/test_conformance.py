@@ -197,6 +197,7 @@ def test_a_key_order_failure_shows_the_keys_and_the_rule() -> None:
 def test_a_silent_connection_after_an_error_names_the_command() -> None:
     result = only_result(Faults(silent_after_error=True), "survives-errors", timeout=0.3)
     assert "after the wrong command 'got conformance." in result.detail
+    assert "and its answer 'error\\nwrong command\\n\\n'" in result.detail
     assert "no complete answer before the timeout" in result.detail
 
 

@@ -531,16 +531,16 @@ def _survives_errors(ctx: ServerContext) -> None:
     for template in lines:
         request = (template.format(key=bad) + "\n").encode()
         # Any complete answer will do here: its text is the error-* checks' business.
-        reading = ask(probe, request)
-        if not reading.complete:
+        answer = ask(probe, request)
+        if not answer.complete:
             why = "a wrong command must be answered, and the connection must stay open"
-            raise CheckFailed(_because(why, reading), sent=request, got=reading.data)
+            raise CheckFailed(_because(why, answer), sent=request, got=answer.data)
         get = f"get {key}\n".encode()
         reading = ask(probe, get)
         if reading.data != expected:
             why = (
                 f"after the wrong command '{readable(request)}' and its answer "
-                f"'{readable(reading.data)}', the connection must keep working"
+                f"'{readable(answer.data)}', the connection must keep working"
             )
             raise CheckFailed(
                 _because(why, reading).replace(CRASHED, "it probably broke on that command"),
