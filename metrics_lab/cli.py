@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
 from metrics_lab.conformance import check_client, check_server, load_client
+from metrics_lab.conformance.report import PROFILES
 from metrics_lab.errors import ClientError
 from metrics_lab.server import (
     DEFAULT_MAX_CONNECTIONS,
@@ -273,6 +274,13 @@ def _add_check_options(parser: argparse.ArgumentParser, *, default_timeout: floa
         help="seconds to wait for any one answer (default: %(default)s)",
     )
     parser.add_argument("--only", nargs="+", metavar="RULE", help="run only these checks")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="strict",
+        help="course: only the course's rules (what its graders accept); strict: those and "
+        "PROTOCOL.md's stricter rules, reported apart (default: %(default)s)",
+    )
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -284,7 +292,9 @@ def _address(text: str) -> tuple[str, int]:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        report = check_server(*args.address, timeout=args.timeout, only=args.only)
+        report = check_server(
+            *args.address, timeout=args.timeout, only=args.only, profile=args.profile
+        )
     except ValueError as exc:  # an unknown --only name
         print(f"metrics-lab: {exc}", file=sys.stderr)
         return 1
@@ -299,7 +309,9 @@ def _check_client(args: argparse.Namespace) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         client_class, error_class = load_client(args.client)
-        report = check_client(client_class, error_class, timeout=args.timeout, only=args.only)
+        report = check_client(
+            client_class, error_class, timeout=args.timeout, only=args.only, profile=args.profile
+        )
     except ValueError as exc:
         print(f"metrics-lab: {exc}", file=sys.stderr)
         return 1

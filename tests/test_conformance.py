@@ -1,207 +1,74 @@
-"""The conformance checker: right peers pass, each broken peer fails its rule and no other.
+"""The conformance checker on servers: right servers pass, each broken one fails its rule.
 
-The broken servers are one small asyncio server (``ToyServer``) with a switch per fault, so
-each variant differs from the all-right toy in exactly one way; the all-right toy must pass
-every check, which shows the checks test the protocol and not our implementation. The same
-goes for the clients (``ToyClient``).
+The broken servers are one small asyncio server (``tests.fake_server.ToyServer``) with a
+switch per fault, so each variant differs from the all-right toy in exactly one way; the
+all-right toy must pass every check, which shows the checks test the protocol and not our
+implementation. Client checks are in ``test_conformance_clients.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
+import re
 import runpy
 import socket
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from metrics_lab import Client, serve_in_background
+from metrics_lab import serve_in_background
 from metrics_lab.background import BackgroundServer, serve_protocol_in_background
 from metrics_lab.cli import main
-from metrics_lab.conformance import CLIENT_CHECKS, SERVER_CHECKS, check_client, check_server
-from metrics_lab.conformance.client_checks import load_client
-from metrics_lab.conformance.report import CheckFailed, readable
+from metrics_lab.conformance import SERVER_CHECKS, Report, check_client, check_server
+from metrics_lab.conformance.report import CheckFailed, CheckResult, readable
+from tests.fake_server import COURSE_ONLY, Faults, Flood, Silent, serve_toy
 
 FAST = 1.0
 """Per-answer timeout for checks against the toys: they answer at once, or never."""
 
 CLIENT_FAST = 0.5
-"""The timeout given to clients under test; only the silent-server check waits it out."""
 
 SOLUTIONS = Path(__file__).parent.parent / "notebooks" / "solutions" / "06_build_your_own_server.py"
 
 ALL_SERVER_CHECKS = {check.name for check in SERVER_CHECKS}
+COURSE_CHECKS = {check.name for check in SERVER_CHECKS if check.source == "course"}
+STRICT_CHECKS = ALL_SERVER_CHECKS - COURSE_CHECKS
 ERROR_CHECKS = {name for name in ALL_SERVER_CHECKS if name.startswith("error-")}
 
 
-# --- a small server with one switch per fault --------------------------------------------
-
-
-@dataclass(frozen=True)
-class Faults:
-    """How the toy server behaves; the defaults follow PROTOCOL.md."""
-
-    buffers_lines: bool = True
-    sorts_timestamps: bool = True
-    sorts_keys: bool = True
-    overwrites: bool = True
-    answers_empty_lines: bool = False
-    error_answer: bytes = b"error\nwrong command\n\n"
-    closes_after_error: bool = False
-    crashes_on_bad_utf8: bool = False
-    strips_cr: bool = True
-    collapses_spaces: bool = True
-    writes_repr: bool = True
-    accepts_non_finite: bool = False
-    ignores_case: bool = False
-    max_line: int | None = 64 * 1024
-    shares_data: bool = True
-
-
-@dataclass
-class ToyStore:
-    """key -> [(timestamp, value, value as sent)], in arrival order."""
-
-    points: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)
-
-
-class ToyServer(asyncio.Protocol):
-    """A deliberately plain metrics server whose behaviour ``Faults`` can break."""
-
-    def __init__(self, store: ToyStore, faults: Faults) -> None:
-        self.store = store if faults.shares_data else ToyStore()
-        self.faults = faults
-        self.buffer = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        if self.faults.buffers_lines:
-            *lines, self.buffer = (self.buffer + data).split(b"\n")
-        else:
-            lines = data.split(b"\n")
-        limit = self.faults.max_line
-        for line in lines:
-            too_long = limit is not None and len(line) > limit
-            answer = self.faults.error_answer if too_long else self.answer(line)
-            if answer is not None:
-                self.transport.write(answer)
-                if too_long or (
-                    answer == self.faults.error_answer and self.faults.closes_after_error
-                ):
-                    self.transport.close()
-                    return
-        if limit is not None and len(self.buffer) > limit:
-            self.transport.write(self.faults.error_answer)
-            self.transport.close()
-
-    def answer(self, line: bytes) -> bytes | None:
-        if self.faults.strips_cr:
-            line = line.removesuffix(b"\r")
-        if not line.strip():
-            return self.faults.error_answer if self.faults.answers_empty_lines else None
-        fields = line.split(b" ")
-        if self.faults.collapses_spaces:
-            fields = [part for part in fields if part]
-        command = fields[0].lower() if self.faults.ignores_case else fields[0]
-        try:
-            if command == b"put" and len(fields) == 4:
-                return self.put(*fields[1:])
-            if command == b"get" and len(fields) == 2:
-                return self.get(fields[1].decode())
-        except UnicodeDecodeError:
-            if self.faults.crashes_on_bad_utf8:
-                raise
-        except ValueError:
-            pass
-        return self.faults.error_answer
-
-    def put(self, raw_key: bytes, raw_value: bytes, raw_timestamp: bytes) -> bytes:
-        key, text = raw_key.decode(), raw_value.decode()
-        value, timestamp = float(text), int(raw_timestamp)
-        if key == "*" or not -(2**63) <= timestamp < 2**63:
-            raise ValueError(key)
-        if not (math.isfinite(value) or self.faults.accepts_non_finite):
-            raise ValueError(text)
-        series = self.store.points.setdefault(key, [])
-        if self.faults.overwrites:
-            series[:] = [point for point in series if point[0] != timestamp]
-        series.append((timestamp, value, text))
-        return b"ok\n\n"
-
-    def get(self, key: str) -> bytes:
-        keys = list(self.store.points) if key == "*" else [key]
-        if self.faults.sorts_keys:
-            keys.sort()
-        lines = ["ok\n"]
-        for name in keys:
-            series = self.store.points.get(name, [])
-            if self.faults.sorts_timestamps:
-                series = sorted(series)
-            for timestamp, value, text in series:
-                shown = repr(value) if self.faults.writes_repr else text
-                lines.append(f"{name} {shown} {timestamp}\n")
-        return ("".join(lines) + "\n").encode()
-
-
-def serve_toy(faults: Faults) -> BackgroundServer:
-    store = ToyStore()
-    return serve_protocol_in_background(lambda: ToyServer(store, faults))
-
-
-# --- hostile servers ---------------------------------------------------------------------
-
-
-class Silent(asyncio.Protocol):
-    """Accepts connections, reads everything, never answers."""
-
-
-class Flood(asyncio.Protocol):
-    """Sends bytes without ever ending an answer, as fast as the client takes them."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        self.transport = transport
-        self.paused = False
-        self.write_more()
-
-    def write_more(self) -> None:
-        if not self.paused and not self.transport.is_closing():
-            self.transport.write(b"x" * 65536)
-            asyncio.get_running_loop().call_soon(self.write_more)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self.write_more()
-
-
-# --- servers -----------------------------------------------------------------------------
-
-
-def test_our_server_passes_every_check() -> None:
+def test_our_server_passes_every_check_in_both_profiles() -> None:
     with serve_in_background() as server:
-        report = check_server(*server.address, timeout=FAST)
-    assert report.failed == [], report.table()
-    assert len(report.results) == len(SERVER_CHECKS) >= 30
+        strict = check_server(*server.address, timeout=FAST)
+        course = check_server(*server.address, timeout=FAST, profile="course")
+    assert strict.failed == [], strict.table()
+    assert len(strict.results) == len(SERVER_CHECKS) >= 35
+    assert course.failed == [], course.table()
+    assert {result.name for result in course.results} == COURSE_CHECKS
 
 
 def test_the_right_toy_passes_every_check() -> None:
     with serve_toy(Faults()) as server:
         report = check_server(*server.address, timeout=FAST)
     assert report.failed == [], report.table()
+
+
+def test_every_check_names_its_source() -> None:
+    assert {check.source for check in SERVER_CHECKS} == {"course", "strict"}
+    # The rules the issue names as stricter than the course's graders.
+    assert {
+        "get-all-key-order",
+        "long-line",
+        "error-value-not-finite",
+        "error-timestamp-over-64-bit",
+        "error-put-star-key",
+        "error-put-bad-utf8-key",
+    } <= STRICT_CHECKS
+    assert {"put-ok", "get-key", "empty-line", "survives-errors", "several-clients"} <= (
+        COURSE_CHECKS
+    )
 
 
 BROKEN_SERVERS = {
@@ -214,16 +81,25 @@ BROKEN_SERVERS = {
     "unsorted-keys": (Faults(sorts_keys=False), {"get-all-key-order"}),
     "appends": (Faults(overwrites=False), {"overwrite"}),
     "answers-empty-lines": (Faults(answers_empty_lines=True), {"empty-line"}),
+    "answers-a-lone-blank-segment": (Faults(answers_lone_blank_segment=True), {"empty-line"}),
     "wrong-error-text": (Faults(error_answer=b"error\nbad command\n\n"), ERROR_CHECKS),
     "closes-after-error": (Faults(closes_after_error=True), {"survives-errors"}),
+    "silent-after-error": (Faults(silent_after_error=True), {"survives-errors"}),
     "crashes-on-bad-utf8": (Faults(crashes_on_bad_utf8=True), {"error-put-bad-utf8-key"}),
+    "accepts-bad-utf8": (Faults(accepts_bad_utf8=True), {"error-put-bad-utf8-key"}),
     "keeps-cr": (Faults(strips_cr=False), {"crlf"}),
     "splits-on-each-space": (Faults(collapses_spaces=False), {"spaces"}),
     "echoes-values": (Faults(writes_repr=False), {"value-format"}),
     "accepts-nan": (Faults(accepts_non_finite=True), {"error-value-not-finite"}),
+    "accepts-underscores": (Faults(accepts_underscores=True), {"error-number-underscore"}),
+    "accepts-unicode-digits": (Faults(accepts_unicode_digits=True), {"error-non-ascii-digit"}),
+    "accepts-control-keys": (Faults(accepts_control_keys=True), {"error-key-control-char"}),
+    "accepts-star-key": (Faults(accepts_star_key=True), {"error-put-star-key"}),
+    "no-64-bit-bound": (Faults(accepts_any_timestamp=True), {"error-timestamp-over-64-bit"}),
     "ignores-case": (Faults(ignores_case=True), {"error-uppercase-command"}),
     "no-line-limit": (Faults(max_line=None), {"long-line"}),
     "data-per-connection": (Faults(shares_data=False), {"several-clients"}),
+    "wipes-on-connect": (Faults(wipes_on_connect=True), {"several-clients"}),
 }
 
 
@@ -236,24 +112,103 @@ def test_a_broken_server_fails_its_rule_and_no_other(name: str) -> None:
     assert set(report.failed) == broken_rules, report.table()
 
 
-def test_a_failure_shows_sent_expected_and_got_readably() -> None:
-    with serve_toy(Faults(overwrites=False)) as server:
-        report = check_server(*server.address, timeout=FAST, only=["overwrite"])
+def test_a_server_the_course_accepts_passes_the_course_profile() -> None:
+    with serve_toy(COURSE_ONLY) as server:
+        course = check_server(*server.address, timeout=FAST, profile="course")
+        strict = check_server(*server.address, timeout=FAST)
+    assert course.passed, course.table()
+    assert set(strict.failed) == {
+        "get-all-key-order",
+        "value-format",
+        "spaces",
+        "split-request",
+        "split-utf8",
+        "long-line",
+        "error-value-not-finite",
+        "error-timestamp-over-64-bit",
+        "error-put-star-key",
+        "error-number-underscore",
+        "error-non-ascii-digit",
+        "error-key-control-char",
+        "error-put-bad-utf8-key",
+    }, strict.table()
+    assert strict.course_passed
+    assert not strict.passed
+    assert "the course would accept this; stricter rules failed: " in strict.summary()
+    table = strict.table()
+    course_part, strict_part = table.split("PROTOCOL.md's stricter rules")
+    assert "FAIL" not in course_part
+    assert "get-all-key-order            FAIL" in strict_part
+
+
+def _normalised(report: Report) -> list[tuple[str, bool, str]]:
+    """The results with the run's random key prefix taken out, to compare two runs."""
+    return [
+        (r.name, r.passed, re.sub(r"conformance\.[0-9a-f]{8}\.", "conformance.RUN.", r.detail))
+        for r in report.results
+    ]
+
+
+@pytest.mark.parametrize("faults", [Faults(wipes_on_connect=True), COURSE_ONLY])
+def test_two_runs_on_the_same_server_give_the_same_report(faults: Faults) -> None:
+    with serve_toy(faults) as server:
+        first = check_server(*server.address, timeout=FAST)
+        second = check_server(*server.address, timeout=FAST)
+    assert _normalised(first) == _normalised(second)
+
+
+def test_a_server_that_loses_data_between_connections_is_told_so() -> None:
+    with serve_toy(Faults(wipes_on_connect=True)) as server:
+        report = check_server(*server.address, timeout=FAST)
+    [result] = [r for r in report.results if not r.passed]
+    assert "lost data between connections" in result.detail
+
+
+def only_result(faults: Faults, name: str, timeout: float = FAST) -> CheckResult:
+    """The result of the one check ``name`` against a toy server with ``faults``."""
+    with serve_toy(faults) as server:
+        report = check_server(*server.address, timeout=timeout, only=[name])
     [result] = report.results
+    return result
+
+
+def test_a_failure_shows_sent_expected_got_and_the_rule_readably() -> None:
+    result = only_result(Faults(overwrites=False), "overwrite")
     assert result.detail.startswith("the last put for a timestamp must win; sent 'get conform")
     assert "expected 'ok\\n" in result.detail
     assert " 1.5 100\\n" in result.detail  # the appended value the toy still returns
+    assert result.detail.endswith(f"rule: {result.description}")
     assert "\n" not in result.detail
 
 
-# The bound is the test's timeout, far above the second or two a run takes, far below "hangs".
-@pytest.mark.timeout(60)
+def test_a_crash_is_named_with_the_request_that_caused_it() -> None:
+    result = only_result(Faults(crashes_on_bad_utf8=True), "error-put-bad-utf8-key")
+    assert "it probably crashed on this request" in result.detail
+    assert "sent 'put conformance." in result.detail
+
+
+def test_a_key_order_failure_shows_the_keys_and_the_rule() -> None:
+    result = only_result(Faults(sorts_keys=False), "get-all-key-order")
+    assert "expected .B .a .b .c; got .c .a .B .b" in result.detail
+    assert "code-point order" in result.detail
+    assert "bytes)" not in result.detail  # nothing cut short
+
+
+def test_a_silent_connection_after_an_error_names_the_command() -> None:
+    result = only_result(Faults(silent_after_error=True), "survives-errors", timeout=0.3)
+    assert "after the wrong command 'got conformance." in result.detail
+    assert "and its answer 'error\\nwrong command\\n\\n'" in result.detail
+    assert "no complete answer before the timeout" in result.detail
+
+
+# The bound is the test's timeout, far above the seconds a run takes, far below "hangs".
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("hostile", [Silent, Flood])
 def test_a_hostile_server_fails_every_check_within_the_time_bound(
     hostile: type[asyncio.Protocol],
 ) -> None:
     with serve_protocol_in_background(hostile) as server:
-        report = check_server(*server.address, timeout=0.3)
+        report = check_server(*server.address, timeout=0.2)
     assert set(report.failed) == ALL_SERVER_CHECKS, report.table()
     details = " ".join(result.detail for result in report.results)
     expected_reason = "before the timeout" if hostile is Silent else "more bytes than any right"
@@ -272,6 +227,8 @@ def test_a_refused_connection_is_reported_not_raised() -> None:
 def test_an_unknown_check_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown check"):
         check_server("127.0.0.1", 1, only=["no-such-rule"])
+    with pytest.raises(ValueError, match="stricter rules, run by --profile strict"):
+        check_server("127.0.0.1", 1, only=["long-line"], profile="course")
 
 
 def test_serve_protocol_in_background_serves_any_protocol_until_stopped() -> None:
@@ -283,154 +240,6 @@ def test_serve_protocol_in_background_serves_any_protocol_until_stopped() -> Non
         _ = server.store
     server.stop()
     assert not server.running
-
-
-# --- clients -----------------------------------------------------------------------------
-
-
-class ToyClientError(Exception):
-    """The toy client's error."""
-
-
-ClientError = ToyClientError  # the checker looks the error up next to the class, by this name
-
-
-@dataclass(frozen=True)
-class ClientFaults:
-    """How the toy client behaves; the defaults follow the course."""
-
-    sorts: bool = True
-    sends_value_repr: bool = False
-    now_when_falsy: bool = False
-    checks_status: bool = True
-    sends_in_pieces: bool = False
-    reads_one_recv: bool = False
-    validates_keys: bool = True
-    wraps_os_errors: bool = True
-
-
-class ToyClient:
-    """A course-style client, written plainly, with switches to break it."""
-
-    faults = ClientFaults()
-
-    def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
-        try:
-            self.sock = socket.create_connection((host, port), timeout)
-        except OSError as exc:
-            if not self.faults.wraps_os_errors:
-                raise
-            raise ClientError(exc) from exc
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _talk(self, request: str) -> list[str]:
-        data = request.encode()
-        try:
-            if self.faults.sends_in_pieces:
-                for index in range(0, len(data), 4):
-                    self.sock.sendall(data[index : index + 4])
-            else:
-                self.sock.sendall(data)
-            answer = b""
-            while not answer.endswith(b"\n\n"):
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ClientError("closed")
-                answer += chunk
-                if self.faults.reads_one_recv:
-                    break
-        except OSError as exc:
-            if not self.faults.wraps_os_errors:
-                raise
-            raise ClientError(exc) from exc
-        status, *lines = answer.decode().split("\n")
-        if self.faults.checks_status and status != "ok":
-            raise ClientError(status)
-        return [line for line in lines if line]
-
-    def put(self, key: str, value: float, timestamp: int | None = None) -> None:
-        if self.faults.now_when_falsy:
-            timestamp = timestamp or int(time.time())
-        elif timestamp is None:
-            timestamp = int(time.time())
-        text = repr(float(value)) if self.faults.sends_value_repr else str(value)
-        self._talk(f"put {key} {text} {timestamp}\n")
-
-    def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
-        if self.faults.validates_keys and (not key or any(c.isspace() for c in key)):
-            raise ClientError(f"bad key {key!r}")
-        result: dict[str, list[tuple[int, float]]] = {}
-        for line in self._talk(f"get {key}\n"):
-            try:
-                name, value, timestamp = line.split()
-                result.setdefault(name, []).append((int(timestamp), float(value)))
-            except ValueError as exc:
-                raise ClientError(line) from exc
-        if self.faults.sorts:
-            for series in result.values():
-                series.sort()
-        return result
-
-
-def toy_client(**faults: Any) -> type[ToyClient]:
-    return type("BrokenToyClient", (ToyClient,), {"faults": replace(ClientFaults(), **faults)})
-
-
-def test_our_client_passes_every_client_check() -> None:
-    report = check_client(Client, timeout=CLIENT_FAST)
-    assert report.failed == [], report.table()
-    assert len(report.results) == len(CLIENT_CHECKS) >= 15
-
-
-def test_the_right_toy_client_passes_every_client_check() -> None:
-    report = check_client(ToyClient, timeout=CLIENT_FAST)
-    assert report.failed == [], report.table()
-
-
-BROKEN_CLIENTS = {
-    "no-sort": ({"sorts": False}, {"get-sorted"}),
-    "repr-values": ({"sends_value_repr": True}, {"put-int-value"}),
-    "zero-means-now": ({"now_when_falsy": True}, {"put-timestamp-zero"}),
-    # Its get still fails on "wrong command", a line that is not three fields.
-    "ignores-error-status": ({"checks_status": False}, {"error-on-put", "garbage-status"}),
-    "sends-in-pieces": ({"sends_in_pieces": True}, {"one-sendall"}),
-    "reads-once": ({"reads_one_recv": True}, {"get-split-answer"}),
-    "raw-os-errors": ({"wraps_os_errors": False}, {"connect-refused", "silent-server"}),
-    "no-key-check": ({"validates_keys": False}, {"bad-key-not-sent"}),
-}
-
-
-@pytest.mark.parametrize("name", BROKEN_CLIENTS)
-def test_a_broken_client_fails_its_rule_and_no_other(name: str) -> None:
-    faults, broken_rules = BROKEN_CLIENTS[name]
-    assert broken_rules <= {check.name for check in CLIENT_CHECKS}
-    report = check_client(toy_client(**faults), ToyClientError, timeout=CLIENT_FAST)
-    assert set(report.failed) == broken_rules, report.table()
-
-
-class HangingClient(ToyClient):
-    """Ignores its timeout: waits forever for answers."""
-
-    def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
-        super().__init__(host, port, None)
-
-
-def test_a_client_that_ignores_its_timeout_is_reported_not_waited_for() -> None:
-    report = check_client(HangingClient, ToyClientError, timeout=0.2, only=["silent-server"])
-    assert report.failed == ["silent-server"]
-    assert "did not return within" in report.results[0].detail
-
-
-def test_load_client_finds_the_class_and_its_error() -> None:
-    assert load_client("metrics_lab.client:Client")[0] is Client
-    with pytest.raises(ValueError, match="ClientError"):
-        load_client("metrics_lab.server:MetricsServer")
-    with pytest.raises(ValueError, match="MODULE:CLASS"):
-        load_client("metrics_lab.client")
-    client_class, error_class = load_client(f"{SOLUTIONS}:Client")  # a file path works too
-    assert (client_class.__name__, error_class.__name__) == ("Client", "ClientError")
 
 
 # --- the command line --------------------------------------------------------------------
@@ -448,7 +257,7 @@ def test_cli_check_prints_a_table_and_exits_0(
     status = main(["check", f"{our_server.host}:{our_server.port}", "--timeout", str(FAST)])
     out = capsys.readouterr().out
     assert status == 0
-    assert f"{len(SERVER_CHECKS)}/{len(SERVER_CHECKS)} checks passed" in out
+    assert f"{len(SERVER_CHECKS)}/{len(SERVER_CHECKS)} checks passed (strict profile)" in out
     assert "FAIL" not in out
 
 
@@ -460,15 +269,33 @@ def test_cli_check_json_names_the_broken_rule_and_exits_1(
     document = json.loads(capsys.readouterr().out)
     assert status == 1
     assert document["passed"] is False
-    assert [r["name"] for r in document["results"] if not r["passed"]] == ["overwrite"]
+    assert document["course_passed"] is False
+    assert document["profile"] == "strict"
+    [failed] = [r for r in document["results"] if not r["passed"]]
+    assert (failed["name"], failed["source"]) == ("overwrite", "course")
 
 
-def test_cli_check_client(capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["check-client", "metrics_lab.client:Client", "--timeout", str(CLIENT_FAST)])
-    assert status == 0
-    assert "checks passed" in capsys.readouterr().out
-    assert main(["check-client", "no_such_module_here:Client"]) == 1
-    assert "cannot import" in capsys.readouterr().err
+def test_cli_check_profile_course_accepts_what_the_course_accepts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with serve_toy(COURSE_ONLY) as server:
+        address = f"{server.host}:{server.port}"
+        course = main(["check", address, "--profile", "course", "--json", "--timeout", str(FAST)])
+        course_document = json.loads(capsys.readouterr().out)
+        strict = main(["check", address, "--json", "--timeout", str(FAST)])
+        strict_document = json.loads(capsys.readouterr().out)
+    assert (course, strict) == (0, 1)
+    assert course_document["profile"] == "course"
+    assert {r["source"] for r in course_document["results"]} == {"course"}
+    assert strict_document["course_passed"] is True
+    assert {r["source"] for r in strict_document["results"] if not r["passed"]} == {"strict"}
+
+
+def test_cli_check_refuses_an_unknown_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "127.0.0.1:1", "--profile", "lenient"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
 
 
 # --- the report --------------------------------------------------------------------------
@@ -477,6 +304,8 @@ def test_cli_check_client(capsys: pytest.CaptureFixture[str]) -> None:
 def test_readable_escapes_and_cuts() -> None:
     assert readable(b"ok\n\n") == "ok\\n\\n"
     assert readable(b"\xff") == "\\xff"
+    assert readable("put k ٣ 1\n".encode()) == "put k ٣ 1\\n"
+    assert readable(b"k\x01") == "k\\x01"
     assert readable(b"x" * 500).endswith("... (500 bytes)")
 
 
@@ -485,18 +314,43 @@ def test_check_failed_detail_is_one_line() -> None:
     assert failure.detail == "why; sent 'get a\\n'; expected 'ok\\n\\n'; got ''"
 
 
+def test_a_report_groups_by_source_and_says_what_the_course_would_do() -> None:
+    report = Report(
+        "server x",
+        (
+            CheckResult("a", "rule a", True, source="course"),
+            CheckResult("b", "rule b", False, "why b", source="strict"),
+        ),
+    )
+    assert report.summary() == (
+        "server x: 1/2 checks passed (strict profile); the course would accept this; "
+        "stricter rules failed: b"
+    )
+    assert report.table().index("course's rules") < report.table().index("stricter rules")
+    assert json.loads(report.to_json())["results"][1]["source"] == "strict"
+
+
 # --- notebook 06's solutions -------------------------------------------------------------
 
 
 def test_the_solutions_of_notebook_06_are_right() -> None:
     solutions = runpy.run_path(str(SOLUTIONS))  # not as __main__: defines, does not run
-    assert check_server_class(solutions["DictServer"]).failed == []
-    assert check_server_class(solutions["DescendingServer"]).failed == ["get-all-key-order"]
+    assert check_server_class(solutions["DictServer"], profile="course").failed == []
+    assert check_server_class(solutions["DescendingServer"], profile="course").failed == []
+    # Python's float() and int() take 1_000 and non-ASCII digits, and str.split() splits
+    # keys at any Unicode space: rules the course never tests.
+    lenient_numbers = {"error-number-underscore", "error-non-ascii-digit", "error-key-control-char"}
+    assert set(check_server_class(solutions["DictServer"]).failed) <= lenient_numbers
+    descending = set(check_server_class(solutions["DescendingServer"]).failed)
+    assert "get-all-key-order" in descending
+    assert descending <= lenient_numbers | {"get-all-key-order"}
     report = check_client(solutions["Client"], solutions["ClientError"], timeout=CLIENT_FAST)
-    assert report.failed == [], report.table()
+    # Found by the checks of issue 13, left for notebook 06's owner: after a garbled reply
+    # the solution's client keeps the garbage in its buffer (and waits for "\n\n" first).
+    assert set(report.failed) == {"garbage-not-kept", "garbage-status-early"}, report.table()
 
 
-def check_server_class(server_class: Any) -> Any:
+def check_server_class(server_class: Any, profile: Any = "strict") -> Report:
     store: dict[str, Any] = {}
     with serve_protocol_in_background(lambda: server_class(store)) as server:
-        return check_server(*server.address, timeout=FAST)
+        return check_server(*server.address, timeout=FAST, profile=profile)

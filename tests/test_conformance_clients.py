@@ -1,0 +1,158 @@
+"""The conformance checker on clients: right clients pass, each broken one fails its rule.
+
+The broken clients are one course-style client (``tests.fake_server.ToyClient``) with a switch
+per fault; the all-right toy, our own ``Client``, a client that connects for every request,
+one that prints in every call and one whose ClientError derives from BaseException must all
+pass: the checker raises no false alarms.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from metrics_lab import Client
+from metrics_lab.cli import main
+from metrics_lab.conformance import CLIENT_CHECKS, check_client
+from metrics_lab.conformance.client_checks import load_client
+from tests.fake_server import (
+    BaseErrorClient,
+    BaseToyClientError,
+    ClientFaults,
+    PrintingClient,
+    ToyClient,
+    ToyClientError,
+    toy_client,
+)
+
+CLIENT_FAST = 0.5
+"""The timeout given to clients under test; only the silent-server check waits it out."""
+
+ALL_CLIENT_CHECKS = {check.name for check in CLIENT_CHECKS}
+COURSE_CHECKS = {check.name for check in CLIENT_CHECKS if check.source == "course"}
+
+
+def test_our_client_passes_every_client_check_in_both_profiles() -> None:
+    strict = check_client(Client, timeout=CLIENT_FAST)
+    course = check_client(Client, timeout=CLIENT_FAST, profile="course")
+    assert strict.failed == [], strict.table()
+    assert len(strict.results) == len(CLIENT_CHECKS) >= 29
+    assert course.failed == [], course.table()
+    assert {result.name for result in course.results} == COURSE_CHECKS
+
+
+def test_the_right_toy_client_passes_every_client_check() -> None:
+    report = check_client(ToyClient, timeout=CLIENT_FAST)
+    assert report.failed == [], report.table()
+
+
+BROKEN_CLIENTS: dict[str, tuple[dict[str, Any], set[str]]] = {
+    "no-sort": ({"sorts": False}, {"get-sorted"}),
+    "repr-values": ({"sends_value_repr": True}, {"put-int-value"}),
+    "zero-means-now": ({"now_when_falsy": True}, {"put-timestamp-zero"}),
+    # Its get still fails on "wrong command", a line that is not three fields; and a status
+    # it never looks at, it cannot refuse early.
+    "ignores-error-status": (
+        {"checks_status": False},
+        {"error-on-put", "garbage-status", "garbage-status-early"},
+    ),
+    "sends-in-pieces": ({"sends_in_pieces": True}, {"one-sendall"}),
+    "reads-once": ({"reads_one_recv": True}, {"get-split-answer"}),
+    "raw-os-errors": ({"wraps_os_errors": False}, {"connect-refused", "silent-server"}),
+    "no-key-check": ({"validates_keys": False}, {"bad-key-not-sent"}),
+    "rounds-sent-values": ({"rounds_sent_values": True}, {"put-value-precision"}),
+    "rounds-read-values": ({"rounds_read_values": True}, {"get-value-precision"}),
+    "ascii-put-keys": ({"ascii_put_keys": True}, {"put-utf8-key"}),
+    "latin1-answers": ({"latin1_answers": True}, {"get-utf8-key"}),
+    "one-line-is-error": ({"one_line_is_error": True}, {"get-one-line"}),
+    "discards-extra-bytes": ({"discards_extra": True}, {"keeps-extra-bytes"}),
+    "keeps-garbage": ({"keeps_garbage": True}, {"garbage-not-kept"}),
+    "waits-for-whole-answer": ({"waits_for_whole_answer": True}, {"garbage-status-early"}),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_CLIENTS)
+def test_a_broken_client_fails_its_rule_and_no_other(name: str) -> None:
+    faults, broken_rules = BROKEN_CLIENTS[name]
+    assert broken_rules <= ALL_CLIENT_CHECKS
+    report = check_client(toy_client(**faults), ToyClientError, timeout=CLIENT_FAST)
+    assert set(report.failed) == broken_rules, report.table()
+
+
+def test_a_client_that_connects_for_every_request_is_no_false_alarm() -> None:
+    report = check_client(toy_client(connects_per_request=True), ToyClientError, timeout=0.5)
+    # Bytes after an answer cannot wait on a connection it has closed: a strict rule only.
+    assert report.failed == ["keeps-extra-bytes"], report.table()
+    assert report.course_passed
+
+
+def test_a_client_error_derived_from_base_exception_is_reported_as_what_it_is() -> None:
+    report = check_client(BaseErrorClient, BaseToyClientError, timeout=CLIENT_FAST)
+    assert report.failed == [], report.table()
+    # A fault still shows as the exception, not as a check that never returned.
+    broken = type("Broken", (BaseErrorClient,), {"faults": ClientFaults(one_line_is_error=True)})
+    report = check_client(broken, BaseToyClientError, timeout=CLIENT_FAST, only=["get-one-line"])
+    [result] = report.results
+    assert "raised BaseToyClientError('an answer of one line')" in result.detail
+
+
+def test_what_a_client_prints_is_kept_per_check(capsys: pytest.CaptureFixture[str]) -> None:
+    report = check_client(PrintingClient, ToyClientError, timeout=CLIENT_FAST)
+    captured = capsys.readouterr()
+    assert report.failed == [], report.table()
+    assert captured.out == captured.err == ""
+    by_name = {result.name: result for result in report.results}
+    assert "toy client: put palm.cpu" in by_name["put-wire"].output
+    assert "toy client (stderr): put palm.cpu" in by_name["put-wire"].output
+    assert "get" not in by_name["put-wire"].output
+    assert "(put-wire: the client printed 'toy client: connecting\\n" in report.table()
+
+
+def test_check_client_json_stays_json_when_the_client_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(
+        ["check-client", "tests.fake_server:PrintingClient", "--json", "--timeout", "0.5"]
+    )
+    document = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert all(result["output"].startswith("toy client: ") for result in document["results"])
+
+
+def test_check_client_profile_course(capsys: pytest.CaptureFixture[str]) -> None:
+    name = "tests.fake_server:ToyClient"
+    assert main(["check-client", name, "--profile", "course", "--timeout", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "(course profile)" in out
+    assert "stricter rules" not in out
+
+
+class HangingClient(ToyClient):
+    """Ignores its timeout: waits forever for answers."""
+
+    def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
+        super().__init__(host, port, None)
+
+
+def test_a_client_that_ignores_its_timeout_is_reported_not_waited_for() -> None:
+    report = check_client(HangingClient, ToyClientError, timeout=0.2, only=["silent-server"])
+    assert report.failed == ["silent-server"]
+    assert "did not return within" in report.results[0].detail
+
+
+def test_load_client_finds_the_class_and_its_error() -> None:
+    assert load_client("metrics_lab.client:Client")[0] is Client
+    with pytest.raises(ValueError, match="ClientError"):
+        load_client("metrics_lab.server:MetricsServer")
+    with pytest.raises(ValueError, match="MODULE:CLASS"):
+        load_client("metrics_lab.client")
+
+
+def test_cli_check_client(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["check-client", "metrics_lab.client:Client", "--timeout", str(CLIENT_FAST)])
+    assert status == 0
+    assert "checks passed" in capsys.readouterr().out
+    assert main(["check-client", "no_such_module_here:Client"]) == 1
+    assert "cannot import" in capsys.readouterr().err
