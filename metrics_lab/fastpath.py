@@ -51,6 +51,11 @@ class KeyCache:
         self._keys: dict[bytes, str] = {}
         self._size = 0
 
+    @property
+    def size(self) -> int:
+        """About how many bytes of memory the remembered keys take."""
+        return self._size
+
     def keys(self, raw_keys: list[bytes]) -> list[str] | None:
         """The keys for ``raw_keys``, or ``None`` if one of them cannot be a key."""
         known = self._keys

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from metrics_lab import MemoryStore, serve_in_background
+from metrics_lab import MemoryStore, MetricsServer, serve_in_background
 from metrics_lab.fastpath import FastParser, KeyCache
 from metrics_lab.protocol import (
     ALL_KEYS,
@@ -293,3 +293,18 @@ def test_simple_and_fast_sessions_agree_on_any_stream(
     assert simple[0] == reference_answers([*stream_lines, b"get *"])
     assert run_session(FastParser(), chunks) == simple
     assert run_session(FastParser(), [stream]) == simple
+
+
+def test_the_key_cache_is_bounded_in_bytes_not_in_keys() -> None:
+    parser = FastParser(KeyCache(limit=1 << 20))
+    for i in range(100):  # 100 keys of 60 KiB: 12 MB if kept
+        key = b"%d" % i + b"k" * 60_000
+        assert parser.parse_put_line(b"put " + key + b" 1 1\n") is not None
+        assert parser.key_cache.size <= 1 << 20
+
+
+def test_each_server_owns_its_key_cache() -> None:
+    first, second = MetricsServer(), MetricsServer()
+    assert isinstance(first.parser, FastParser)
+    assert isinstance(second.parser, FastParser)
+    assert first.parser.key_cache is not second.parser.key_cache
