@@ -596,7 +596,7 @@ class AnswerReader:
         """
         if self.max_answer_size < len(OK_ANSWER):
             return 0  # even "ok\n\n" is over the limit: next_answer says so
-        count = min(limit, len(self._buffer), len(_OK_RUN)) // len(OK_ANSWER)
+        count = min(limit, len(self._buffer) // len(OK_ANSWER), len(_OK_RUN) // len(OK_ANSWER))
         if count and not self._buffer.startswith(_OK_RUN[: count * len(OK_ANSWER)]):
             low, high = 0, count  # the longest run of bare oks: a prefix, so halve it
             while low < high:
