@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from metrics_lab.client import (
     RECV_SIZE,
@@ -63,7 +63,6 @@ class AsyncClient(ClientBase):
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
     _lock: asyncio.Lock | None = None  # made on first use, on the loop that uses it
-    _owner: asyncio.Task[Any] | None = None  # the task whose request is running
 
     async def connect(self) -> None:
         """Open the connection (closing a previous one first)."""
@@ -94,9 +93,6 @@ class AsyncClient(ClientBase):
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
         """Wait (at most ``timeout``) until no other task's request is running."""
-        me = asyncio.current_task()
-        if me is not None and self._owner is me:
-            raise self._reentered_error()
         if self._lock is None:
             self._lock = asyncio.Lock()
         lock = self._lock
@@ -108,11 +104,9 @@ class AsyncClient(ClientBase):
                 raise self._busy_error() from None
         else:
             await lock.acquire()
-        self._owner = me
         try:
             yield
         finally:
-            self._owner = None
             lock.release()
 
     async def _run(self, exchange: Exchange[T]) -> T:

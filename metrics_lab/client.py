@@ -405,12 +405,6 @@ class ClientBase:
             "give each thread or task a client of its own to run them in parallel"
         )
 
-    def _reentered_error(self) -> ClientBusyError:
-        return ClientBusyError(
-            "this client is already in the middle of a request from this same thread or task "
-            "(does put_many's points iterator call the client?); nothing was sent"
-        )
-
 
 class Client(ClientBase):
     """A blocking client for a metrics server; one TCP connection, requests in turn.
@@ -546,6 +540,12 @@ class Client(ClientBase):
                 if isinstance(exc, OSError):
                     raise self._exchange_failed(exc) from exc
                 raise
+
+    def _reentered_error(self) -> ClientBusyError:
+        return ClientBusyError(
+            "this client is already in the middle of a request from this same thread or task "
+            "(does put_many's points iterator call the client?); nothing was sent"
+        )
 
     def _deadline(self) -> float:
         """When waiting for the next answer should end (``inf`` without a timeout)."""
