@@ -562,6 +562,9 @@ class Client(ClientBase):
         ``ClientConnectionError``.
         """
         sock, self._sock = self._sock, None
+        if sock is not None and hasattr(sock, "shutdown"):
+            with contextlib.suppress(OSError):  # wakes a recv blocked in another thread
+                sock.shutdown(socket.SHUT_RDWR)
         if sock is not None and hasattr(sock, "close"):
             sock.close()
 
