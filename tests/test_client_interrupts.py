@@ -62,8 +62,9 @@ class Holding:
                     conn.sendall(A_ANSWER if line == b"get a" else OK_ANSWER)
 
 
-@pytest.fixture
-def holding() -> Iterator[tuple[Holding, tuple[str, int]]]:
+@pytest.fixture(name="holding")
+def holding_fixture() -> Iterator[tuple[Holding, tuple[str, int]]]:
+    """A fake server running :class:`Holding`, and its address (used by the threads tests too)."""
     script = Holding()
     with FakeServer(script) as fake:
         yield script, fake.address

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,8 +21,9 @@ from metrics_lab import (
     ClientBusyError,
     ClientConnectionError,
 )
-from tests.fake_server import FakeServer
-from tests.test_client_interrupts import A_POINTS, Holding
+
+# holding_fixture is imported for pytest: it provides the `holding` fixture here too.
+from tests.test_client_interrupts import A_POINTS, Holding, holding_fixture  # noqa: F401
 
 TIMEOUT = 10.0
 REQUESTS = 1500
@@ -97,14 +97,6 @@ def test_two_tasks_sharing_an_async_client_each_get_their_own_answers(
 
 
 # --- waiting for a turn is bounded by the timeout ------------------------------------------
-
-
-@pytest.fixture
-def holding() -> Iterator[tuple[Holding, tuple[str, int]]]:
-    script = Holding()
-    with FakeServer(script) as fake:
-        yield script, fake.address
-        script.release.set()
 
 
 def test_a_thread_that_waits_too_long_for_its_turn_is_told_so(
