@@ -91,8 +91,8 @@ class Exchange(Generic[T]):
                 sock.sendall(data)
         return exchange.result()
 
-    ``data_to_send`` gives the next requests while fewer than :attr:`window` would then be
-    unanswered, and ``None`` when the answers must come first. A request counts as unanswered
+    ``data_to_send`` gives the next requests as long as at most :attr:`window` are then
+    unanswered, and ``None`` when answers must come first. A request counts as unanswered
     from the moment it is handed out, so :attr:`in_step` (nothing unanswered) tells whether
     the connection is still in step after the driver was interrupted, wherever that was.
     """
