@@ -24,6 +24,7 @@ from metrics_lab.async_client import AsyncClient
 from metrics_lab.background import BackgroundServer, serve_in_background
 from metrics_lab.client import Client
 from metrics_lab.errors import (
+    ClientBusyError,
     ClientConnectionError,
     ClientError,
     ClientTimeoutError,
@@ -40,6 +41,7 @@ __all__ = [
     "AsyncClient",
     "BackgroundServer",
     "Client",
+    "ClientBusyError",
     "ClientConnectionError",
     "ClientError",
     "ClientTimeoutError",

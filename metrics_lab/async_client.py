@@ -10,100 +10,159 @@
 ...     asyncio.run(main(server.port))
 {'cpu': [(1, 0.5)]}
 
-It shares every protocol step with the blocking client (:class:`~metrics_lab.client.ClientBase`
-and :mod:`metrics_lab.protocol`); only the reads and writes differ. ``timeout`` bounds each
-whole request here, from the write to the last byte of the answer.
+It shares every protocol step with the blocking client (the exchanges of
+:mod:`metrics_lab.client` and :mod:`metrics_lab.protocol`); only the reads and writes differ.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Self
 
 from metrics_lab.client import (
     RECV_SIZE,
     ClientBase,
+    Exchange,
     PointToPut,
+    PutBatch,
     T,
-    check_put_answers,
-    check_put_many_answers,
-    get_answer_parser,
-    put_many_request,
+    get_request,
+    progress_bar,
     put_request,
 )
-from metrics_lab.errors import ClientConnectionError, RemoteProtocolError
-from metrics_lab.protocol import NEED_DATA, Answer, encode_get
 
 __all__ = ["AsyncClient"]
 
+CLOSE_GRACE = 1.0
+"""The longest :meth:`AsyncClient.close` waits for the connection to close politely (or less,
+if the timeout is shorter); then it drops it."""
+
 
 class AsyncClient(ClientBase):
-    """An asyncio client for a metrics server; connect with ``async with`` or :meth:`connect`."""
+    """An asyncio client for a metrics server; connect with ``async with`` or :meth:`connect`.
+
+    The same contract as :class:`~metrics_lab.Client`, with tasks for threads:
+
+    - ``timeout`` bounds every wait: the connect, waiting for another task's request, and the
+      wait for the next answer (for ``put`` and ``get``: the whole request, from the write to
+      the answer's last byte; for ``put_many``: each answer of its window, so a batch of any
+      size goes through while the server keeps answering). :meth:`close` waits at most
+      :data:`CLOSE_GRACE` (or ``timeout``, if shorter), then drops the connection.
+    - Tasks that share a client take turns (an :class:`asyncio.Lock`); one that waits longer
+      than ``timeout`` gets :class:`~metrics_lab.errors.ClientBusyError`. A client belongs to
+      one event loop.
+    - A request interrupted in any way (the task cancelled, ``asyncio.wait_for`` or
+      ``asyncio.timeout`` expiring around it, any exception) closes the client at once unless
+      no answer was outstanding, so no later call can read an earlier call's answer: the next
+      call raises ``ClientConnectionError`` and :meth:`reconnect` opens a fresh connection.
+    """
 
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
+    _lock: asyncio.Lock | None = None  # made on first use, on the loop that uses it
 
     async def connect(self) -> None:
         """Open the connection (closing a previous one first)."""
-        await self.close()
-        self._start_connection()
-        try:
-            async with asyncio.timeout(self.timeout):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        except OSError as exc:
-            raise self._connect_failed(exc) from exc
+        async with self._turn():
+            await self.close()
+            self._start_connection()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            except OSError as exc:
+                raise self._connect_failed(exc) from exc
 
     reconnect = connect
 
     async def put(self, key: str, value: float, timestamp: int | None = None) -> None:
         """Store one point; see :meth:`metrics_lab.Client.put`."""
-        await self._exchange(put_request(key, value, timestamp), 1, check_put_answers)
+        await self._run(put_request(key, value, timestamp))
 
-    async def put_many(self, points: Iterable[PointToPut]) -> None:
-        """Store a batch with one write; see :meth:`metrics_lab.Client.put_many`."""
-        request, count = put_many_request(points)
-        if count:
-            await self._exchange(request, count, check_put_many_answers)
+    async def put_many(self, points: Iterable[PointToPut], *, progress: bool = False) -> None:
+        """Store a batch of any size, pipelined; see :meth:`metrics_lab.Client.put_many`."""
+        with progress_bar(points, progress) as on_answered:
+            await self._run(PutBatch(points, on_answered))
 
     async def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
         """Read a key, or ``"*"`` for all; see :meth:`metrics_lab.Client.get`."""
-        return await self._exchange(encode_get(key), 1, get_answer_parser(key))
+        return await self._run(get_request(key))
 
-    async def _exchange(self, request: bytes, count: int, parse: Callable[[list[Answer]], T]) -> T:
-        """Write ``request``, read ``count`` answers and ``parse`` them; see ``Client``."""
-        reader, writer = self._reader, self._writer
-        if reader is None or writer is None:
-            raise self._closed_error()
-        answers: list[Answer] = []
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Wait (at most ``timeout``) until no other task's request is running."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        lock = self._lock
+        if lock.locked():
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await lock.acquire()
+            except TimeoutError:
+                raise self._busy_error() from None
+        else:
+            await lock.acquire()
         try:
-            async with asyncio.timeout(self.timeout):
-                self._sent(request)
-                writer.write(request)
-                await writer.drain()
-                while len(answers) < count:
-                    answer = self._answers.next_answer()
-                    if answer is NEED_DATA:
-                        self._received(await reader.read(RECV_SIZE))
-                    else:
-                        answers.append(answer)
-                return parse(answers)
-        except OSError as exc:  # TimeoutError included
-            await self.close()
-            raise self._exchange_failed(exc) from exc
-        except (RemoteProtocolError, ClientConnectionError):
-            await self.close()
-            raise
+            yield
+        finally:
+            lock.release()
+
+    async def _run(self, exchange: Exchange[T]) -> T:
+        """Drive ``exchange`` over the streams; see :meth:`metrics_lab.Client._run`."""
+        async with self._turn():
+            reader, writer = self._reader, self._writer
+            if reader is None or writer is None:
+                raise self._closed_error()
+            try:
+                exchange.begin(self._answers)
+                async with asyncio.timeout(self.timeout) as deadline:
+                    answered = 0
+                    while not exchange.done:
+                        data = exchange.data_to_send()
+                        if data is not None:
+                            self._sent(data)
+                            writer.write(data)
+                            await writer.drain()
+                            continue
+                        self._received(exchange, await reader.read(RECV_SIZE))
+                        if exchange.answered != answered and self.timeout is not None:
+                            answered = exchange.answered
+                            deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
+                return exchange.result()
+            except BaseException as exc:  # CancelledError too: see ClientBase._must_close
+                if self._must_close(exc, exchange):
+                    self._abandon(writer)
+                if isinstance(exc, OSError):  # TimeoutError included
+                    raise self._exchange_failed(exc) from exc
+                raise
+
+    def _abandon(self, writer: asyncio.StreamWriter) -> None:
+        """Drop the connection now, unsent bytes and all: no await, so cancellation-proof."""
+        if self._writer is writer:
+            self._writer = self._reader = None
+        writer.transport.abort()
 
     async def close(self) -> None:
-        """Close the connection; calls after this raise until :meth:`connect`."""
+        """Close the connection; calls after this raise until :meth:`connect`.
+
+        It never hangs: it waits at most :data:`CLOSE_GRACE` (or ``timeout``, if shorter)
+        for a polite close, then drops the connection.
+        """
         writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):  # the peer already hung up: closed is closed
+        if writer is None:
+            return
+        grace = CLOSE_GRACE if self.timeout is None else min(self.timeout, CLOSE_GRACE)
+        writer.close()
+        try:
+            async with asyncio.timeout(grace):
                 await writer.wait_closed()
+        except OSError:  # TimeoutError included; or the peer already hung up
+            writer.transport.abort()
+        except BaseException:
+            writer.transport.abort()
+            raise
 
     async def __aenter__(self) -> Self:
         await self.connect()

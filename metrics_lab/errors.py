@@ -6,9 +6,16 @@ Everything a client raises for a failed request is a :class:`ClientError`, so th
     ClientError
     ├── InvalidRequestError     you asked for something the protocol cannot carry
     ├── RequestRejectedError    the server understood the request and answered "error"
+    ├── ClientBusyError         another thread or task kept the client busy too long
     ├── RemoteProtocolError     the server's reply is not the protocol
     └── ClientConnectionError   the network failed: refused, reset, closed, timed out
         └── ClientTimeoutError  no answer within the client's timeout
+
+What each leaves behind: after ``InvalidRequestError``, ``RequestRejectedError`` and
+``ClientBusyError`` the connection is in step and usable; after ``RemoteProtocolError`` and
+``ClientConnectionError`` (and after any other exception that interrupts a request, such as
+``KeyboardInterrupt`` or a cancelled task) the client is closed, because it can no longer
+prove which answer the next bytes belong to: call ``reconnect()`` to go on.
 
 Network errors are translated at the socket boundary with ``raise ... from exc``, so the
 original :class:`OSError` stays available as ``__cause__``.
@@ -17,6 +24,7 @@ original :class:`OSError` stays available as ``__cause__``.
 from __future__ import annotations
 
 __all__ = [
+    "ClientBusyError",
     "ClientConnectionError",
     "ClientError",
     "ClientTimeoutError",
@@ -47,6 +55,14 @@ class RequestRejectedError(ClientError):
     def __init__(self, message: str, detail: str) -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class ClientBusyError(ClientError):
+    """Another thread or task held the client for longer than its timeout.
+
+    A client serves one request at a time; this one waited for its turn and gave up. Nothing
+    was sent, and the client is as it was (the other request goes on).
+    """
 
 
 class RemoteProtocolError(ClientError):

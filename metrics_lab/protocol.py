@@ -61,6 +61,7 @@ __all__ = [
     "encode_get",
     "encode_points_answer",
     "encode_put",
+    "encode_puts",
     "encode_series_lines",
     "parse_get_answer",
     "parse_key",
@@ -79,6 +80,8 @@ million points is about 30 MB, so this leaves room for thirty times that)."""
 
 OK_ANSWER: Final = b"ok\n\n"
 ERROR_ANSWER: Final = b"error\nwrong command\n\n"
+_OK_RUN: Final = OK_ANSWER * 65536
+"""Bare ``ok`` answers back to back: what :meth:`AnswerReader.skip_ok_answers` compares with."""
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
@@ -288,6 +291,49 @@ def encode_put(key: str, value: float, timestamp: int) -> bytes:
     return f"put {key} {_value_text(value)} {_timestamp_text(timestamp)}\n".encode()
 
 
+# Keys that encode_put has accepted, so a batch to the same keys checks each key once.
+# Bounded: a batch inventing keys without end only makes the cache restart.
+_SENDABLE_KEYS: set[str] = set()
+_SENDABLE_KEYS_LIMIT: Final = 1 << 16
+
+
+def encode_puts(points: Iterable[tuple[str, float, int | None]], now: int) -> bytes:
+    """Encode many puts as one block: the same bytes as joining :func:`encode_put` of each.
+
+    ``points`` are ``(key, value, timestamp)``; a ``None`` timestamp is written as ``now``.
+    Raises :class:`InvalidRequestError` as :func:`encode_put` does, for the first point that
+    cannot go on the wire. The common point (a known key, a ``float`` or an ``int`` value, an
+    ``int`` timestamp) skips the general checks; any other point takes them.
+
+    >>> encode_puts([("cpu", 0.5, 1), ("cpu", 2, None)], now=7)
+    b'put cpu 0.5 1\\nput cpu 2 7\\n'
+    """
+    known = _SENDABLE_KEYS
+    parts: list[str] = []
+    append = parts.append
+    for key, value, timestamp in points:
+        if timestamp is None:
+            timestamp = now
+        if (
+            type(key) is str
+            and key in known
+            and (
+                (type(value) is float and math.isfinite(value))
+                or (type(value) is int and INT64_MIN <= value <= INT64_MAX)
+            )
+            and type(timestamp) is int
+            and INT64_MIN <= timestamp <= INT64_MAX
+        ):
+            append(f"put {key} {value} {timestamp}\n")  # str(float) is repr(float)
+            continue
+        append(encode_put(key, value, timestamp).decode())
+        if type(key) is str:
+            if len(known) > _SENDABLE_KEYS_LIMIT:
+                known.clear()
+            known.add(key)
+    return "".join(parts).encode()
+
+
 def encode_get(key: str) -> bytes:
     """Encode ``get <key>\\n``; ``key`` may be ``"*"`` for every key.
 
@@ -366,6 +412,8 @@ class AnswerReader:
 
     An answer ends at the first ``\\n\\n`` (data lines are never empty); bytes after it
     belong to the next answer and are kept. ``receive_data(b"")`` means the stream ended.
+    An answer's size counts every byte from its status line to its final ``\\n\\n``; one
+    over ``max_answer_size`` is refused, however the stream was cut into chunks.
 
     >>> reader = AnswerReader()
     >>> reader.receive_data(b"ok\\ncpu 0.5 1\\n")
@@ -404,26 +452,61 @@ class AnswerReader:
         if end < 0:
             self._check_partial()
             return NEED_DATA
+        if end + 2 > self.max_answer_size:
+            self._check_head()
+            raise RemoteProtocolError(
+                f"the server's answer is {end + 2} bytes, over {self.max_answer_size} bytes "
+                "(the client's max_answer_size)"
+            )
         raw = bytes(self._buffer[:end])
         del self._buffer[: end + 2]
         self._scanned = 0
         return _parse_answer(raw)
+
+    def skip_ok_answers(self, limit: int) -> int:
+        """Consume up to ``limit`` bare ``ok`` answers at the head of the buffer; say how many.
+
+        What a batch of puts reads: the same answers as that many :meth:`next_answer` calls
+        returning ``Answer("ok", ())``, checked in a few C calls instead of one Python call
+        each. It stops at the first other answer (or partial one), for :meth:`next_answer`.
+        """
+        if self.max_answer_size < len(OK_ANSWER):
+            return 0  # even "ok\n\n" is over the limit: next_answer says so
+        count = min(limit, len(self._buffer) // len(OK_ANSWER), len(_OK_RUN) // len(OK_ANSWER))
+        if count and not self._buffer.startswith(_OK_RUN[: count * len(OK_ANSWER)]):
+            low, high = 0, count  # the longest run of bare oks: a prefix, so halve it
+            while low < high:
+                middle = (low + high + 1) // 2
+                if self._buffer.startswith(_OK_RUN[: middle * len(OK_ANSWER)]):
+                    low = middle
+                else:
+                    high = middle - 1
+            count = low
+        if count:
+            del self._buffer[: count * len(OK_ANSWER)]
+            self._scanned = 0
+        return count
 
     @property
     def buffered(self) -> int:
         """How many received bytes are not yet part of a returned answer."""
         return len(self._buffer)
 
-    def _check_partial(self) -> None:
-        self._scanned = max(0, len(self._buffer) - 1)
+    def _check_head(self) -> None:
         # Fail on the first bytes that cannot begin "ok\n" or "error\n", rather than buffer
         # a stranger's flood up to max_answer_size.
         head = bytes(self._buffer[:6])
         if not (b"ok\n".startswith(head[:3]) or b"error\n".startswith(head)):
             raise RemoteProtocolError(_not_an_answer(self._buffer))
-        if len(self._buffer) > self.max_answer_size:
+
+    def _check_partial(self) -> None:
+        self._scanned = max(0, len(self._buffer) - 1)
+        self._check_head()
+        # No "\n\n" in max_answer_size bytes: the answer, once ended, would be over the limit.
+        if len(self._buffer) >= self.max_answer_size:
             raise RemoteProtocolError(
-                f"the server sent over {self.max_answer_size} bytes without ending the answer"
+                f"the server's answer runs over {self.max_answer_size} bytes without ending "
+                "(the client's max_answer_size)"
             )
         if self._ended:
             if self._buffer:

@@ -21,6 +21,7 @@ from metrics_lab import (
     ClientTimeoutError,
     RemoteProtocolError,
     RequestRejectedError,
+    WireLog,
 )
 from tests.fake_server import (
     FakeServer,
@@ -122,14 +123,23 @@ FAULTS: dict[str, tuple[Script, type[ClientError]]] = {
 class Driver:
     """Runs the same calls on a Client or an AsyncClient (the latter on a loop of its own)."""
 
-    def __init__(self, kind: str, address: tuple[str, int], timeout: float) -> None:
+    def __init__(
+        self,
+        kind: str,
+        address: tuple[str, int],
+        timeout: float,
+        *,
+        max_answer_size: int = SMALL_ANSWER_LIMIT,
+        wire: WireLog | None = None,
+    ) -> None:
         self.kind = kind
+        options = {"max_answer_size": max_answer_size, "wire": wire}
         if kind == "sync":
-            self.sync: Client | None = Client(*address, timeout, max_answer_size=SMALL_ANSWER_LIMIT)
+            self.sync: Client | None = Client(*address, timeout, **options)  # type: ignore[arg-type]
             self.aio: AsyncClient | None = None
         else:
             self.sync = None
-            self.aio = AsyncClient(*address, timeout, max_answer_size=SMALL_ANSWER_LIMIT)
+            self.aio = AsyncClient(*address, timeout, **options)  # type: ignore[arg-type]
             self.runner = asyncio.Runner()  # one loop for the client's whole life
             try:
                 self.runner.run(self.aio.connect())
@@ -137,14 +147,14 @@ class Driver:
                 self.runner.close()
                 raise
 
-    def call(self, name: str, *args: object) -> object:
+    def call(self, name: str, *args: object, **kwargs: object) -> object:
         if self.sync is not None:
-            return getattr(self.sync, name)(*args)
+            return getattr(self.sync, name)(*args, **kwargs)
         assert self.aio is not None
         method: Callable[..., object] = getattr(self.aio, name)
 
         async def run() -> object:
-            return await method(*args)  # type: ignore[misc]
+            return await method(*args, **kwargs)  # type: ignore[misc]
 
         return self.runner.run(run())
 
