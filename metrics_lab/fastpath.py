@@ -39,59 +39,43 @@ _TIMESTAMP_CHARACTERS: Final = b"0123456789+-"
 _SPACE: Final = b" "
 
 
-class KeyCache:
+class KeyCache(dict[bytes, str]):
     """Keys already checked, raw bytes to text, so a stream of puts to the same keys decodes
     and checks each key once. Bounded by the bytes it holds: a peer that invents keys
-    without end only makes it start over."""
-
-    __slots__ = ("_keys", "_size", "limit")
+    without end only makes it start over. (A dict itself, so that a known key costs one
+    ``get``: this is the hot path of every put.)"""
 
     def __init__(self, limit: int = KEY_CACHE_BYTES) -> None:
+        super().__init__()
         self.limit = limit
-        self._keys: dict[bytes, str] = {}
-        self._size = 0
-
-    @property
-    def size(self) -> int:
+        self.size = 0
         """About how many bytes of memory the remembered keys take."""
-        return self._size
 
-    def keys(self, raw_keys: list[bytes]) -> list[str] | None:
+    def keys_of(self, raw_keys: list[bytes]) -> list[str] | None:
         """The keys for ``raw_keys``, or ``None`` if one of them cannot be a key."""
-        known = self._keys
         try:
-            return list(map(known.__getitem__, raw_keys))
+            return list(map(self.__getitem__, raw_keys))
         except KeyError:
             pass
-        for raw in set(raw_keys).difference(known):
-            try:
-                key = parse_key(raw)
-            except WrongCommandError:
+        for raw in set(raw_keys).difference(self):
+            if self.learn(raw) is None:
                 return None
-            self._remember(raw, key)
-        return [known.get(raw) or parse_key(raw) for raw in raw_keys]
+        return [self.get(raw) or parse_key(raw) for raw in raw_keys]
 
-    def key(self, raw: bytes) -> str | None:
-        """The key for ``raw``, or ``None`` if it cannot be a key."""
-        key = self._keys.get(raw)
-        if key is None:
-            try:
-                key = parse_key(raw)
-            except WrongCommandError:
-                return None
-            self._remember(raw, key)
+    def learn(self, raw: bytes) -> str | None:
+        """Check a key not seen yet: its text, remembered; ``None`` if it cannot be a key."""
+        try:
+            key = parse_key(raw)
+        except WrongCommandError:
+            return None
+        size = 2 * len(raw) + 100  # the raw bytes and the text both stay in memory
+        if size <= self.limit:
+            if self.size + size > self.limit:
+                self.clear()
+                self.size = 0
+            self[raw] = key
+            self.size += size
         return key
-
-    def _remember(self, raw: bytes, key: str) -> None:
-        # Counted twice: the raw bytes and the text both stay in memory.
-        size = 2 * len(raw) + 100
-        if size > self.limit:
-            return
-        if self._size + size > self.limit:
-            self._keys.clear()
-            self._size = 0
-        self._keys[raw] = key
-        self._size += size
 
 
 class FastParser(SimpleParser):
@@ -143,7 +127,7 @@ class FastParser(SimpleParser):
             return None
         if not math.isfinite(value) or not INT64_MIN <= timestamp <= INT64_MAX:
             return None
-        key = self.key_cache.key(raw_key)
+        key = self.key_cache.get(raw_key) or self.key_cache.learn(raw_key)
         if key is None:
             return None
         return PointBatch((key,), (value,), (timestamp,))
@@ -183,7 +167,7 @@ class FastParser(SimpleParser):
             return None
         if min(timestamps) < INT64_MIN or max(timestamps) > INT64_MAX:
             return None
-        keys = self.key_cache.keys(raw_keys)
+        keys = self.key_cache.keys_of(raw_keys)
         if keys is None:
             return None
         return PointBatch(keys, values, timestamps)

@@ -144,10 +144,13 @@ class ServerSession:
         ``b""`` means nothing is ready: everything is sent, or the next answer waits for the
         store (see :attr:`waiting_for`).
         """
-        answers = self._answers
-        out = [bytes(self._ready)]
+        ready = bytes(self._ready)
         self._ready.clear()
-        size = len(out[0])
+        answers = self._answers
+        if not answers:  # the usual case: every answer is finished
+            return ready
+        out = [ready]
+        size = len(ready)
         while answers and size < limit:
             piece = answers[0].next_piece()
             if piece is None:  # that answer is complete
@@ -160,7 +163,7 @@ class ServerSession:
                 size += len(piece)
             else:
                 break  # a future: the store has not answered yet
-        return out[0] if len(out) == 1 else b"".join(out)
+        return b"".join(out)
 
     @property
     def waiting_for(self) -> Future[None] | None:
@@ -208,7 +211,7 @@ class ServerSession:
             logger.debug("wrong command: %s", item)
             self._answer_now(ERROR_ANSWER)
         else:
-            batch = item if isinstance(item, PointBatch) else _one_point(item)
+            batch = _one_point(item) if isinstance(item, PutRequest) else item
             written = self.store.write(batch)
             count = len(batch.keys)
             if written is STORED:  # the usual case for a memory store: answered at once
