@@ -180,9 +180,9 @@ async def slow_readers(
 
     async def probe() -> list[float]:
         reader, writer = await asyncio.open_connection(host, port)
-        samples = []
+        samples: list[float] = []
         number = 0
-        while time.perf_counter() < deadline:
+        while not samples or time.perf_counter() < deadline:  # at least one of each
             number += 1
             # One point, rewritten in place, so the get's answer stays one line long.
             put = f"put probe {number}.5 {START}\n".encode()
