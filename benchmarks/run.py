@@ -36,7 +36,7 @@ KINDS = ("fast", "simple", "baseline")
 BEFORE = "before"
 DEFAULT_ROUNDS = 3
 """Rounds per figure: on a shared 2-core machine one round's figure can be 15% off or more,
-and more rounds than this take ``make bench`` past ten minutes; ``--rounds`` asks for more."""
+and more rounds than this take ``make bench`` towards ten minutes; ``--rounds`` asks for more."""
 BEFORE_BYTES_PER_KEY = 430
 """What the server before the redesign (commit 0675b66) took per key, 1M keys of one point
 each: the target for ``memory per key`` when that server is not measured in the same run."""
@@ -470,12 +470,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Benchmark our server (with each parser: fast, the default, and simple) against "
             "the baseline server, each in its own process with the load from another one. "
             "Prints one line per figure and server: the median over the rounds (min-max), "
-            "the ratio to the baseline, and whether fast meets the target. Takes about 10 "
-            "minutes (2 with --quick); exits 1 if a target is missed."
+            "the ratio to the baseline, and whether fast meets the target. Takes 5 to 10 "
+            "minutes on a busy 2-core machine (about 1 with --quick); exits 1 if a target "
+            "is missed."
         ),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smaller sizes and one round (about 2 minutes)"
+        "--quick", action="store_true", help="smaller sizes and one round (about a minute)"
     )
     parser.add_argument(
         "--rounds",
