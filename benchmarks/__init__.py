@@ -1,12 +1,17 @@
 """The benchmark: our server against the least asyncio server for the same protocol.
 
-Run it with ``metrics-lab bench`` or ``python -m benchmarks`` (``--quick`` for a short run).
-Each server runs as its own process (:mod:`benchmarks.serve`), and the load comes from another
-process (:mod:`benchmarks.load`), so the figures compare like with like. ``import metrics_lab``
-never imports this package.
+Run it from the source checkout with ``make bench`` or ``python -m benchmarks`` (``--quick``
+for a short run, ``--help`` for the options). Each server runs as its own process
+(:mod:`benchmarks.serve`), and the load comes from another process (:mod:`benchmarks.load`),
+so the figures compare like with like. ``import metrics_lab`` never imports this package.
 
 - :mod:`benchmarks.baseline`: the baseline server (split, ``float()``/``int()``, dict of dicts).
-- :mod:`benchmarks.serve`: starts either server on a free port and prints the port.
+- :mod:`benchmarks.serve`: starts one server (ours with either parser, or the baseline) on a
+  free port and prints the port.
 - :mod:`benchmarks.load`: the load generator, one scenario per run.
-- :mod:`benchmarks.run`: starts everything in turn and prints the table.
+- :mod:`benchmarks.run`: starts every server in turn, runs the scenarios, prints the table;
+  ``--before DIR`` adds the server of an older checkout.
+- :mod:`benchmarks.instructions`: instructions per put counted by callgrind, which the
+  machine's noise does not move.
+- :mod:`benchmarks.durable`: durable (SQLite) ingest against in-memory ingest.
 """

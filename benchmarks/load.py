@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
 import sys
 import time
@@ -141,10 +142,93 @@ async def concurrent(host: str, port: int, connections: int, points: int) -> dic
     }
 
 
+async def slow_readers(
+    host: str, port: int, readers: int, seconds: float, rate: int
+) -> dict[str, float]:
+    """``readers`` connections send ``get *`` and take the answer at ``rate`` bytes a second
+    for ``seconds``, then close; meanwhile another connection puts and gets one point in turn.
+
+    The readers' receive buffers are made small, so the kernel cannot take the answers off
+    the server's hands: what the server has not sent, it holds. The figures are the other
+    client's round trips (each put and each get is one sample), median, 99th percentile and
+    worst, in seconds.
+    """
+    loop = asyncio.get_running_loop()
+    sockets = []
+    for _ in range(readers):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: it sticks
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
+        await loop.sock_sendall(sock, b"get *\n")
+        sockets.append(sock)
+    deadline = time.perf_counter() + seconds
+    tick = 0.25
+    received = 0
+
+    async def read_slowly(sock: socket.socket) -> None:
+        nonlocal received
+        try:
+            while time.perf_counter() < deadline:
+                chunk = await loop.sock_recv(sock, max(1, int(rate * tick)))
+                if not chunk:
+                    return
+                received += len(chunk)
+                await asyncio.sleep(tick)
+        finally:
+            sock.close()
+
+    async def probe() -> list[float]:
+        reader, writer = await asyncio.open_connection(host, port)
+        samples: list[float] = []
+        number = 0
+        while not samples or time.perf_counter() < deadline:  # at least one of each
+            number += 1
+            # One point, rewritten in place, so the get's answer stays one line long.
+            put = f"put probe {number}.5 {START}\n".encode()
+            started = time.perf_counter()
+            writer.write(put)
+            await _expect(reader, OK)
+            samples.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            writer.write(b"get probe\n")
+            answer = await reader.readuntil(b"\n\n")
+            samples.append(time.perf_counter() - started)
+            if not answer.startswith(b"ok\nprobe "):
+                raise RuntimeError(f"unexpected answer: {answer[:60]!r}")
+            await asyncio.sleep(0.005)  # a client, not a load generator: ~100 round trips/s
+        writer.close()
+        return samples
+
+    started = time.perf_counter()
+    reading = asyncio.gather(*(read_slowly(sock) for sock in sockets))
+    samples = await probe()
+    await reading
+    elapsed = time.perf_counter() - started
+    return {
+        "readers": readers,
+        "seconds": elapsed,
+        "bytes_read": received,
+        "round_trips": len(samples),
+        "median_seconds": statistics.median(samples),
+        "p99_seconds": _percentile(samples, 99),
+        "max_seconds": max(samples),
+    }
+
+
+def _percentile(samples: list[float], percent: int) -> float:
+    """The ``percent``-th percentile, between the samples (never beyond the worst)."""
+    if len(samples) < 2:
+        return samples[0]
+    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one scenario against ``--host``/``--port`` and print its figures as JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load")
-    parser.add_argument("scenario", choices=["ingest", "get_all", "latency", "concurrent"])
+    parser.add_argument(
+        "scenario", choices=["ingest", "get_all", "latency", "concurrent", "slow_readers"]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--points", type=int, default=400_000)
@@ -152,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=15.0, help="slow_readers: how long")
+    parser.add_argument("--rate", type=int, default=1024, help="slow_readers: bytes/s each")
     parser.add_argument("--loop", choices=LOOP_CHOICES, default="auto")
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -162,8 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = get_all(host, port, args.points, args.repeats)
     elif args.scenario == "latency":
         work = latency(host, port, args.connections, args.points)
-    else:
+    elif args.scenario == "concurrent":
         work = concurrent(host, port, args.connections, args.points)
+    else:
+        work = slow_readers(host, port, args.connections, args.seconds, args.rate)
     with asyncio.Runner(loop_factory=event_loop_factory(args.loop)) as runner:
         result = runner.run(work)
     print(json.dumps(result), flush=True)

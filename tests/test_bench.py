@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks.run import FIGURES, ROOT, Sizes, format_table, run
+from benchmarks.run import FIGURES, KINDS, ROOT, Sizes, format_table, main, run, server_kinds
 
 TINY = Sizes(
     ingest_points=2_000,
@@ -20,24 +21,53 @@ TINY = Sizes(
     latency_requests=20,
     concurrent_connections=20,
     concurrent_points=5,
+    key_count=2_000,
+    slow_readers=3,
+    slow_seconds=0.5,
+    heavy_rounds=1,
 )
+SLOW_FIGURES = {"slow_rss", "slow_p50", "slow_p99", "slow_max"}
 
 
 @pytest.mark.timeout(120)
-def test_tiny_benchmark_fills_every_figure_for_both_servers() -> None:
+def test_tiny_benchmark_fills_every_figure_for_every_server() -> None:
     messages: list[str] = []
-    report = run(TINY, rounds=1, loop="asyncio", say=messages.append)
+    report = run(TINY, rounds=2, loop="asyncio", say=messages.append)
+    assert report.kinds == KINDS
     assert set(report.samples) == set(FIGURES)
     for figure in FIGURES:
-        assert set(report.samples[figure]) == {"ours", "baseline"}
-        assert all(len(values) == 1 for values in report.samples[figure].values())
-    # Correctness, not speed: every acknowledged point was stored, by both servers.
-    assert report.samples["concurrent_stored"] == {"ours": [100], "baseline": [100]}
-    assert report.samples["concurrent_refused"] == {"ours": [0], "baseline": [0]}
+        # The baseline has no flow control, so it skips the slow readers.
+        kinds = {"fast", "simple"} if figure in SLOW_FIGURES else set(KINDS)
+        assert set(report.samples[figure]) == kinds
+        # The long scenarios run in the first heavy_rounds rounds only.
+        rounds = 1 if figure in SLOW_FIGURES or figure == "memory_key" else 2
+        assert all(len(values) == rounds for values in report.samples[figure].values())
+    # Correctness, not speed: every acknowledged point was stored, by every server.
+    assert report.samples["concurrent_stored"] == {kind: [100, 100] for kind in KINDS}
+    assert report.samples["concurrent_refused"] == {kind: [0, 0] for kind in KINDS}
     table = format_table(report)
     for row in FIGURES.values():
         assert row.name in table
+    assert all(report.met(figure) is None for figure in ("slow_p50", "slow_max"))
     assert messages  # progress was reported
+
+
+def test_a_before_server_must_import_its_own_checkout(tmp_path: Path) -> None:
+    # No metrics_lab in tmp_path: the server would import the installed one, and measure
+    # this checkout twice under two names. The benchmark refuses instead.
+    before = server_kinds(before=tmp_path)[-1]
+    assert before.name == "before"
+    with pytest.raises(RuntimeError, match="imported metrics_lab from"):
+        before.start("asyncio")
+
+
+def test_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--quick", "--rounds", "--loop", "--before"):
+        assert option in text
 
 
 def test_importing_metrics_lab_does_not_import_the_benchmark() -> None:
