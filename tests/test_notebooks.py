@@ -7,6 +7,8 @@ exists. They run through ``tools/export_notebooks.py``, the code ``make demo`` u
 from __future__ import annotations
 
 import re
+import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +139,110 @@ def test_export_tool_writes_notebook_html_and_figures(tmp_path: Path):
     assert figure.name == "tiny-1.png"
     assert figure.read_bytes().startswith(b"\x89PNG")
     assert str(build.resolve()) in run.stdout
+
+
+# --- notebooks stay clean: git's filter, the JupyterLab save hook, make test's one line --------
+
+FILTER = ROOT / "tools" / "nbstripout.sh"
+LAB_CONFIG = ROOT / "tools" / "jupyter" / "jupyter_server_config.py"
+# What JupyterLab writes into a notebook it ran and saved (seen in real runs).
+JUPYTERLAB_LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+    "version": "3.11.2",
+}
+
+
+def _as_saved_by_jupyterlab(path: Path) -> nbformat.NotebookNode:
+    notebook: nbformat.NotebookNode = nbformat.read(path, as_version=4)
+    notebook.metadata["language_info"] = JUPYTERLAB_LANGUAGE_INFO
+    for count, cell in enumerate(c for c in notebook.cells if c.cell_type == "code"):
+        cell.execution_count = count + 1
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+    return notebook
+
+
+def _clone_with_filter(where: Path, *, venv: bool) -> Path:
+    """A git repository with one chapter, the project's filter installed, and one commit."""
+    (where / "tools").mkdir(parents=True)
+    (where / "notebooks").mkdir()
+    shutil.copy(FILTER, where / "tools" / FILTER.name)
+    shutil.copy(ROOT / ".gitattributes", where / ".gitattributes")
+    shutil.copy(NOTEBOOKS[0], where / "notebooks" / NOTEBOOKS[0].name)
+    (where / ".gitignore").write_text(".venv\n", encoding="utf-8")
+    if venv:
+        (where / ".venv").symlink_to(Path(sys.prefix))
+    _git(where, "init", "--quiet")
+    _git(where, "config", "user.email", "learner@example.invalid")
+    _git(where, "config", "user.name", "learner")
+    subprocess.run(["sh", "tools/nbstripout.sh", "--install"], cwd=where, check=True)
+    _git(where, "add", ".")
+    _git(where, "commit", "--quiet", "-m", "a clone")
+    return where / "notebooks" / NOTEBOOKS[0].name
+
+
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=where, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_git_filter_strips_what_jupyterlab_saves(tmp_path: Path):
+    chapter = _clone_with_filter(tmp_path, venv=True)
+    nbformat.write(_as_saved_by_jupyterlab(chapter), chapter)
+    assert _git(tmp_path, "diff") == "", "the filter left outputs or metadata for git to see"
+    _git(tmp_path, "add", ".")
+    assert _git(tmp_path, "status", "--porcelain") == ""
+
+
+def test_git_stays_usable_without_the_venv(tmp_path: Path):
+    """After `make clean` there is no .venv; diff and stash must work all the same."""
+    chapter = _clone_with_filter(tmp_path, venv=False)
+    chapter.write_text(chapter.read_text(encoding="utf-8").replace("learn", "study"), "utf-8")
+    assert "study" in _git(tmp_path, "diff")
+    _git(tmp_path, "stash")
+    assert _git(tmp_path, "status", "--porcelain") == ""
+    _git(tmp_path, "stash", "pop")
+
+
+def test_make_test_names_what_to_run_for_a_saved_notebook(tmp_path: Path):
+    chapter = _clone_with_filter(tmp_path, venv=True)
+    nbformat.write(_as_saved_by_jupyterlab(chapter), chapter)
+    verify = subprocess.run(
+        ["sh", "tools/nbstripout.sh", "--verify", "notebooks/" + chapter.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 1
+    assert verify.stderr.count("\n") == 1
+    assert "run: make strip" in verify.stderr
+    subprocess.run(
+        ["sh", "tools/nbstripout.sh", "--strip", "notebooks/" + chapter.name],
+        cwd=tmp_path,
+        check=True,
+    )
+    assert _git(tmp_path, "status", "--porcelain") == ""
+
+
+def test_jupyterlab_saves_notebooks_as_git_stores_them():
+    """`make lab`'s pre-save hook strips the keys the git filter strips, and gives equal bytes."""
+    config = runpy.run_path(str(LAB_CONFIG), init_globals={"get_config": _FakeConfig})
+    filter_keys = re.search(r'EXTRA_KEYS="([^"]*)"', FILTER.read_text("utf-8"))
+    assert filter_keys is not None
+    assert set(filter_keys.group(1).split()) <= set(config["STRIPPED_KEYS"])
+    for path in NOTEBOOKS:
+        model = {"type": "notebook", "content": _as_saved_by_jupyterlab(path)}
+        config["save_stripped"](model, path=path.name, contents_manager=None)
+        assert nbformat.writes(model["content"]) + "\n" == path.read_text("utf-8"), path.name
+
+
+class _FakeConfig:
+    """Stands in for Jupyter's ``get_config()``: any attribute chain can be assigned."""
+
+    def __getattr__(self, name: str) -> _FakeConfig:
+        return self
