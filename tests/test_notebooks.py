@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tools.export_notebooks import KERNEL, run_notebook
+from tools.export_notebooks import KERNEL, export_notebook, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -139,6 +139,26 @@ def test_export_tool_writes_notebook_html_and_figures(tmp_path: Path):
     assert figure.name == "tiny-1.png"
     assert figure.read_bytes().startswith(b"\x89PNG")
     assert str(build.resolve()) in run.stdout
+
+
+def test_exported_html_shows_progress_bars_offline(tmp_path: Path):
+    """A tqdm bar is a widget; the HTML shows its final text and loads no script from the web."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3"}
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass"
+        )
+    ]
+    path = tmp_path / "bars.ipynb"
+    nbformat.write(notebook, path)
+    exported = export_notebook(path, tmp_path / "build")
+    page = exported.html.read_text(encoding="utf-8")
+    assert re.search(r"steps: 100% \|#+\| 3/3", page)
+    assert "unpkg.com" not in page
+    assert "widget-view+json" not in page
+    kept = nbformat.read(exported.notebook, as_version=4)
+    assert "widget-view+json" in nbformat.writes(kept), "the executed copy keeps its widgets"
 
 
 # --- notebooks stay clean: git's filter, the JupyterLab save hook, make test's one line --------
