@@ -116,7 +116,8 @@ def _widget_text(state: dict[str, dict[str, Any]], model_id: str) -> str | None:
         return " ".join(part for part in parts if part)
     value = fields.get("value")
     if isinstance(value, str):
-        return html.unescape(re.sub(r"<[^>]*>", "", value)).replace("\u2007", " ").strip()
+        text: str = html.unescape(re.sub(r"<[^>]*>", "", value))
+        return text.replace("\u2007", " ").strip()
     return None
 
 
