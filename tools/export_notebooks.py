@@ -106,7 +106,7 @@ def _widget_text(state: dict[str, dict[str, Any]], model_id: str) -> str | None:
         return None
     fields = model.get("state", {})
     if "Progress" in model.get("model_name", ""):
-        done = fields.get("value", 0) / (fields.get("max") or 1)
+        done = float(fields.get("value", 0)) / float(fields.get("max") or 1)
         filled = round(BAR_WIDTH * min(max(done, 0.0), 1.0))
         return "|" + "#" * filled + " " * (BAR_WIDTH - filled) + "|"
     if "children" in fields:
