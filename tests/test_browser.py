@@ -143,10 +143,13 @@ class Lab:
 
 def _learners_clone(where: Path) -> Path:
     """A git repository holding notebooks/ and the project's filter, as a learner's clone does."""
-    (where / "notebooks").mkdir()
+    # The chapters and their solutions (notebook 06 runs one), as git has them.
+    shutil.copytree(
+        ROOT / "notebooks",
+        where / "notebooks",
+        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+    )
     (where / "tools").mkdir()
-    for path in NOTEBOOKS:
-        shutil.copy(path, where / "notebooks" / path.name)
     shutil.copy(ROOT / ".gitattributes", where / ".gitattributes")
     shutil.copy(ROOT / "tools" / "nbstripout.sh", where / "tools" / "nbstripout.sh")
     (where / ".venv").symlink_to(Path(sys.prefix))
