@@ -224,7 +224,8 @@ INSPECT = """
 def test_notebook_runs_in_jupyterlab(lab: Lab, path: Path) -> None:
     page = lab.browser.new_page(viewport={"width": 1280, "height": 900})
     try:
-        page.goto(f"{lab.url}lab/tree/{path.name}?token={TOKEN}")
+        # reset: a fresh workspace, without the tabs of the notebooks tested before.
+        page.goto(f"{lab.url}lab/tree/{path.name}?reset&token={TOKEN}")
         # The status bar says "| Idle" once the page's kernel connection is up; the toolbar's
         # indicator says idle earlier, and cells run then are lost.
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
@@ -247,7 +248,7 @@ def test_notebook_runs_in_jupyterlab(lab: Lab, path: Path) -> None:
         cells = page.evaluate(INSPECT, PANEL)
         page.keyboard.press("Control+s")
         page.locator(f"{PANEL} .jp-mod-dirty").wait_for(state="detached", timeout=30_000)
-        _screenshot_of_the_end(page, path)
+        _screenshots(page, path, cells)
     except Exception:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{path.stem}-failed.png"))
@@ -277,7 +278,14 @@ def test_notebook_runs_in_jupyterlab(lab: Lab, path: Path) -> None:
     assert status.stdout == "", f"running and saving the notebook dirtied git:\n{status.stdout}"
 
 
-def _screenshot_of_the_end(page: Any, path: Path) -> None:
-    page.locator(f"{PANEL} .jp-Cell").last.scroll_into_view_if_needed()
+def _screenshots(page: Any, path: Path, cells: list[dict[str, Any]]) -> None:
+    """The notebook's end, and each code cell that shows a figure or a progress bar."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob(f"{path.stem}*.png"):
+        old.unlink()
+    code_cells = page.locator(f"{PANEL} .jp-Cell.jp-CodeCell")
+    for index, cell in enumerate(cells):
+        if cell["images"] or cell["progress"]:
+            code_cells.nth(index).screenshot(path=str(SCREENSHOTS / f"{path.stem}-cell{index}.png"))
+    page.locator(f"{PANEL} .jp-Cell").last.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / f"{path.stem}.png"))
