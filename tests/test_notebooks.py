@@ -266,3 +266,21 @@ class _FakeConfig:
 
     def __getattr__(self, name: str) -> _FakeConfig:
         return self
+
+
+def test_notebook_06_is_an_exercise_with_the_checkers_verdict_after_each_step():
+    notebook = nbformat.read(ROOT / "notebooks" / "06_build_your_own_server.ipynb", as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    steps = [source for source in code if "# TODO" in source]
+    assert len(steps) >= 5, "TODO steps for the learner: four server steps and the client"
+    assert all("check(" in step or "check_client(" in step for step in steps), (
+        "each TODO step ends with the checker's verdict"
+    )
+    script = next(source for source in code if source.startswith("%%writefile"))
+    for part in ("asyncio.run(", "create_server(", "serve_forever()"):
+        assert part in script, f"the standalone script shows {part}"
+    assert any('"metrics_lab", "check"' in source for source in code), "checked as from a shell"
+    prose = " ".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert "about half" not in prose, "counts are printed, not guessed in prose"
+    assert "PROTOCOL.md" in prose
+    assert '"The client"' in prose, "the client scaffold points to PROTOCOL.md's client rules"
