@@ -10,13 +10,15 @@ BIN := $(VENV)/bin
 endif
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test lint typecheck lab bench clean
+.PHONY: help venv demo test lint typecheck lab strip bench clean
 
 help:
 	@echo "make demo   run the main job: a server, synthetic metrics in, results out;"
 	@echo "            then execute every notebook into build/ (HTML, PNG figures)"
 	@echo "make test   lint, type-check and run every test, notebooks included"
-	@echo "make lab    open JupyterLab on notebooks/ (extra options: make lab LAB_ARGS=--no-browser)"
+	@echo "make lab    open JupyterLab on notebooks/ (extra options: make lab LAB_ARGS=--no-browser);"
+	@echo "            it saves notebooks without outputs, as git stores them"
+	@echo "make strip  remove outputs from notebooks saved by another Jupyter"
 	@echo "make bench  benchmark against the baseline server, then durable vs in-memory ingest"
 	@echo "make clean  remove .venv and build/"
 
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[lab,dev]'
-	-test -d .git && $(BIN)/nbstripout --install --attributes .gitattributes
+	-git rev-parse --git-dir >/dev/null 2>&1 && sh tools/nbstripout.sh --install
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -41,17 +43,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Browser tests (tests/test_browser.py) run too when Chromium is installed, and skip otherwise.
 test: lint typecheck
-	$(if $(wildcard notebooks/*.ipynb),$(BIN)/nbstripout --verify $(wildcard notebooks/*.ipynb))
+	@sh tools/nbstripout.sh --verify notebooks/*.ipynb
 	$(BIN)/pytest
 
+# tools/jupyter/ makes JupyterLab save notebooks stripped, so running them leaves git clean.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+	JUPYTER_CONFIG_PATH="$(CURDIR)/tools/jupyter" $(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+
+strip: $(STAMP)
+	sh tools/nbstripout.sh --strip notebooks/*.ipynb
 
 # Leading "-": a missed target makes the benchmark exit 1, and the second one should still run.
 bench: $(STAMP)
 	-$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.durable
 
+# git keeps working without .venv: the notebook filter then passes notebooks through.
 clean:
 	rm -rf $(VENV) build

@@ -7,19 +7,27 @@ user can act on print one line to stderr and exit 1; argparse's usage errors exi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import os
+import socket
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
 from metrics_lab.conformance import check_client, check_server, load_client
 from metrics_lab.conformance.report import PROFILES
-from metrics_lab.errors import ClientError
+from metrics_lab.errors import (
+    ClientConnectionError,
+    ClientError,
+    ClientTimeoutError,
+    RemoteProtocolError,
+)
 from metrics_lab.server import (
     DEFAULT_MAX_CONNECTIONS,
     LOOP_CHOICES,
@@ -37,6 +45,8 @@ __all__ = ["main"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
+"""The course's port. JupyterLab's default is 8888 too: the messages below say so when they meet."""
+PORT_HINT = "JupyterLab's default port is 8888 too"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 300.0
 """``serve`` closes connections quiet for this many seconds (the library default is never)."""
@@ -154,6 +164,9 @@ def _number(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if (problem := _port_problem(args.port, allow_any=True)) is not None:
+        print(f"metrics-lab: {problem}", file=sys.stderr)
+        return 2
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=args.log_level, format=log_format)
     store = None if args.db is None else open_store(args.db)  # fails before we listen
@@ -167,6 +180,11 @@ def _serve(args: argparse.Namespace) -> int:
     except LoopUnavailableError as exc:
         print(f"metrics-lab: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"metrics-lab: {_port_taken(args.host, args.port)}", file=sys.stderr)
+        return 1
     finally:
         if store is not None:
             store.close()
@@ -174,13 +192,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _put(args: argparse.Namespace) -> int:
-    with Client(args.host, args.port, args.timeout) as client:
-        client.put(args.key, args.value, args.timestamp)
+    if (problem := _port_problem(args.port)) is not None:
+        print(f"metrics-lab: {problem}", file=sys.stderr)
+        return 2
+    timestamp = int(time.time()) if args.timestamp is None else args.timestamp
+    with _client(args) as client:
+        client.put(args.key, args.value, timestamp)
+    print(
+        f"stored {args.key} = {args.value!r} at {timestamp} ({_utc(timestamp)} UTC) "
+        f"on {args.host}:{args.port}"
+    )
     return 0
 
 
 def _get(args: argparse.Namespace) -> int:
-    with Client(args.host, args.port, args.timeout) as client:
+    if (problem := _port_problem(args.port)) is not None:
+        print(f"metrics-lab: {problem}", file=sys.stderr)
+        return 2
+    with _client(args) as client:
         points = client.get(args.key)
     rows = [
         (key, str(timestamp), _utc(timestamp), repr(value))
@@ -189,6 +218,67 @@ def _get(args: argparse.Namespace) -> int:
     ]
     _print_table(("key", "timestamp", "time (UTC)", "value"), rows)
     return 0
+
+
+def _port_problem(port: int, *, allow_any: bool = False) -> str | None:
+    """What is wrong with ``--port``, in one line, or None (``serve`` may take 0: any port)."""
+    lowest = 0 if allow_any else 1
+    if lowest <= port <= 65535:
+        return None
+    return f"--port {port} is not a TCP port: use {lowest}-65535 (default: {DEFAULT_PORT})"
+
+
+@contextlib.contextmanager
+def _client(args: argparse.Namespace) -> Iterator[Client]:
+    """A Client for put and get; a failed connection becomes advice for the shell, not the API."""
+    where = f"{args.host}:{args.port}"
+    try:
+        with Client(args.host, args.port, args.timeout) as client:
+            yield client
+    except (ClientTimeoutError, RemoteProtocolError) as exc:
+        if _speaks_http(args.host, args.port):
+            raise type(exc)(
+                f"a web server listens on {where}, not a metrics server ({PORT_HINT}); "
+                + _USE_ANOTHER_PORT
+            ) from exc
+        if isinstance(exc, RemoteProtocolError):
+            raise
+        raise ClientTimeoutError(
+            f"no answer from {where} within {args.timeout} s; is it a metrics server?"
+        ) from exc
+    except ClientConnectionError as exc:
+        refused = isinstance(exc.__cause__, ConnectionRefusedError)
+        if not refused:
+            raise ClientConnectionError(f"the connection to {where} failed") from exc
+        raise ClientConnectionError(
+            f"nothing listens on {where}: start a server there with `metrics-lab serve` "
+            "in another terminal, or give --host and --port of a running one"
+        ) from exc
+
+
+_USE_ANOTHER_PORT = (
+    "start one on a free port, e.g. `metrics-lab serve --port 9000`, and pass --port 9000 here"
+)
+
+
+def _port_taken(host: str, port: int) -> str:
+    taken = f"port {port} on {host} is already in use"
+    if _speaks_http(host, port):
+        taken += f" by a web server, perhaps JupyterLab ({PORT_HINT})"
+    return (
+        f"{taken}; pick another, e.g. `metrics-lab serve --port 9000`, "
+        "and give put, get and check the same port"
+    )
+
+
+def _speaks_http(host: str, port: int) -> bool:
+    """Does whatever listens at ``host:port`` answer an HTTP request (JupyterLab does)?"""
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as probe:
+            probe.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            return probe.recv(5) == b"HTTP/"
+    except OSError:
+        return False
 
 
 def _utc(timestamp: int) -> str:

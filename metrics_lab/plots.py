@@ -11,6 +11,7 @@ Axes, titled and labelled with units, so a learner can keep drawing on it::
 - :func:`plot_series`: one line per key against UTC time.
 - :func:`mark_anomalies`: red markers on points flagged as unusual.
 - :func:`plot_timeline`: horizontal bars for spans of time (which request ran when).
+- :func:`legend_outside`: the legend to the right of the plot, where it covers no data.
 
 This module and :mod:`metrics_lab.frames` are the only ones that import matplotlib or pandas.
 """
@@ -21,12 +22,15 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.dates as mdates
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
+from matplotlib.patches import Patch
 
 from metrics_lab.frames import GetResult, to_frame
 
-__all__ = ["Span", "mark_anomalies", "plot_series", "plot_timeline"]
+__all__ = ["Span", "legend_outside", "mark_anomalies", "plot_series", "plot_timeline"]
 
 Span = tuple[str, float, float]
 """One bar of a timeline: ``(lane, start, end)``, times in seconds from any common origin."""
@@ -55,30 +59,64 @@ def plot_series(
 
     ``data`` is a ``get`` result or a tidy frame (:func:`metrics_lab.frames.to_frame`);
     ``keys`` picks and orders the keys to draw (all by default). The y label reads
-    ``"<ylabel> (<unit>)"`` when a unit is given. Returns the Axes.
+    ``"<ylabel> (<unit>)"`` when a unit is given; the x label names the first and last time
+    drawn, so the dates are never left to guess. The legend sits right of the plot.
+    Returns the Axes.
     """
     ax = _axes(ax, (10, 4))
     tidy = _tidy(data)
     chosen = list(keys) if keys is not None else sorted(tidy["key"].unique())
+    drawn = tidy[tidy["key"].isin(chosen)]
     for key in chosen:
-        rows = tidy[tidy["key"] == key]
+        rows = drawn[drawn["key"] == key]
         ax.plot(rows["time"].to_numpy(), rows["value"].to_numpy(), label=key, linewidth=1)
     ax.set_title(title)
-    ax.set_xlabel("time (UTC)")
+    ax.set_xlabel(_time_label(drawn["time"]))
     ax.set_ylabel(f"{ylabel} ({unit})" if unit else ylabel)
     _format_time_axis(ax)
     if chosen:
-        ax.legend(title="key", loc="best", fontsize="small")
+        legend_outside(ax, title="key")
     ax.grid(True, alpha=0.3)
     return ax
 
 
+def _time_label(times: pd.Series) -> str:
+    if times.empty:
+        return "time (UTC)"
+    first, last = times.min(), times.max()
+    return f"time (UTC), {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}"
+
+
 def _format_time_axis(ax: Axes) -> None:
-    # matplotlib.dates ships without annotations on these constructors.
+    # Ticks give the hour, and the date (ISO) where a day begins; no offset text in the corner,
+    # which names one date for a range that may span two. matplotlib.dates is unannotated here.
     locator = mdates.AutoDateLocator(tz="UTC")  # type: ignore[no-untyped-call]
-    formatter = mdates.ConciseDateFormatter(locator, tz="UTC")  # type: ignore[no-untyped-call]
+    formatter = mdates.ConciseDateFormatter(  # type: ignore[no-untyped-call]
+        locator,
+        tz="UTC",
+        zero_formats=["", "%Y", "%Y-%m", "%Y-%m-%d", "%H:%M", "%H:%M:%S"],
+        show_offset=False,
+    )
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(formatter)
+
+
+def legend_outside(
+    ax: Axes, *, title: str | None = None, handles: Sequence[Artist] | None = None
+) -> Legend:
+    """Draw ``ax``'s legend to the right of the plot, where it cannot cover any data.
+
+    Call it again after adding lines to update it. A figure made with
+    ``layout="constrained"`` (as ``plot_series`` makes its own) keeps room for it.
+    """
+    return ax.legend(
+        handles=handles,
+        title=title,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize="small",
+        borderaxespad=0,
+    )
 
 
 def mark_anomalies(points: pd.DataFrame, *, ax: Axes | None = None, label: str = "anomaly") -> Axes:
@@ -98,7 +136,7 @@ def mark_anomalies(points: pd.DataFrame, *, ax: Axes | None = None, label: str =
         label=f"{label} ({len(points)})",
         zorder=3,
     )
-    ax.legend(loc="best", fontsize="small")
+    legend_outside(ax)
     return ax
 
 
@@ -109,12 +147,16 @@ def plot_timeline(
     title: str = "Requests over time",
     unit: str = "ms",
     scale: float = 1000.0,
+    lane_label: str = "client",
+    span_label: str | None = "a bar: one request,\nfrom sending to answer",
 ) -> Axes:
     """Draw each ``(lane, start, end)`` span as a bar in its lane, to show what overlapped.
 
     Times are seconds; they are shown relative to the earliest start, multiplied by
     ``scale`` and labelled with ``unit`` (milliseconds by default). Lanes appear top to
-    bottom in the order they first occur. Returns the Axes.
+    bottom in the order they first occur; ``lane_label`` names them on the y axis.
+    ``span_label`` says what a bar is, in a legend right of the plot (``None``: no legend,
+    e.g. for the lower plots of a stack). Returns the Axes.
     """
     ax = _axes(ax, (10, 3))
     lanes: dict[str, int] = {}
@@ -136,6 +178,9 @@ def plot_timeline(
     ax.set_xlim(left=0)
     ax.set_title(title)
     ax.set_xlabel(f"time since the first start ({unit})")
-    ax.set_ylabel("who")
+    ax.set_ylabel(lane_label)
     ax.grid(True, axis="x", alpha=0.3)
+    if span_label is not None:
+        key = Patch(facecolor="lightgray", edgecolor="black", linewidth=0.5, label=span_label)
+        legend_outside(ax, handles=[key])
     return ax

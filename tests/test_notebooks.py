@@ -7,6 +7,8 @@ exists. They run through ``tools/export_notebooks.py``, the code ``make demo`` u
 from __future__ import annotations
 
 import re
+import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tools.export_notebooks import KERNEL, run_notebook
+from tools.export_notebooks import KERNEL, export_notebook, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -137,3 +139,148 @@ def test_export_tool_writes_notebook_html_and_figures(tmp_path: Path):
     assert figure.name == "tiny-1.png"
     assert figure.read_bytes().startswith(b"\x89PNG")
     assert str(build.resolve()) in run.stdout
+
+
+def test_exported_html_shows_progress_bars_offline(tmp_path: Path):
+    """A tqdm bar is a widget; the HTML shows its final text and loads no script from the web."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3"}
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass"
+        )
+    ]
+    path = tmp_path / "bars.ipynb"
+    nbformat.write(notebook, path)
+    exported = export_notebook(path, tmp_path / "build")
+    page = exported.html.read_text(encoding="utf-8")
+    assert re.search(r"steps: 100% \|#+\| 3/3", page)
+    assert "unpkg.com" not in page
+    assert "widget-view+json" not in page
+    kept = nbformat.read(exported.notebook, as_version=4)
+    assert "widget-view+json" in nbformat.writes(kept), "the executed copy keeps its widgets"
+
+
+# --- notebooks stay clean: git's filter, the JupyterLab save hook, make test's one line --------
+
+FILTER = ROOT / "tools" / "nbstripout.sh"
+LAB_CONFIG = ROOT / "tools" / "jupyter" / "jupyter_server_config.py"
+# What JupyterLab writes into a notebook it ran and saved (seen in real runs).
+JUPYTERLAB_LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+    "version": "3.11.2",
+}
+
+
+def _as_saved_by_jupyterlab(path: Path) -> nbformat.NotebookNode:
+    notebook: nbformat.NotebookNode = nbformat.read(path, as_version=4)
+    notebook.metadata["language_info"] = JUPYTERLAB_LANGUAGE_INFO
+    for count, cell in enumerate(c for c in notebook.cells if c.cell_type == "code"):
+        cell.execution_count = count + 1
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+    return notebook
+
+
+def _clone_with_filter(where: Path, *, venv: bool) -> Path:
+    """A git repository with one chapter, the project's filter installed, and one commit."""
+    (where / "tools").mkdir(parents=True)
+    (where / "notebooks").mkdir()
+    shutil.copy(FILTER, where / "tools" / FILTER.name)
+    shutil.copy(ROOT / ".gitattributes", where / ".gitattributes")
+    shutil.copy(NOTEBOOKS[0], where / "notebooks" / NOTEBOOKS[0].name)
+    (where / ".gitignore").write_text(".venv\n", encoding="utf-8")
+    if venv:
+        (where / ".venv").symlink_to(Path(sys.prefix))
+    _git(where, "init", "--quiet")
+    _git(where, "config", "user.email", "learner@example.invalid")
+    _git(where, "config", "user.name", "learner")
+    subprocess.run(["sh", "tools/nbstripout.sh", "--install"], cwd=where, check=True)
+    _git(where, "add", ".")
+    _git(where, "commit", "--quiet", "-m", "a clone")
+    return where / "notebooks" / NOTEBOOKS[0].name
+
+
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=where, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_git_filter_strips_what_jupyterlab_saves(tmp_path: Path):
+    chapter = _clone_with_filter(tmp_path, venv=True)
+    nbformat.write(_as_saved_by_jupyterlab(chapter), chapter)
+    assert _git(tmp_path, "diff") == "", "the filter left outputs or metadata for git to see"
+    _git(tmp_path, "add", ".")
+    assert _git(tmp_path, "status", "--porcelain") == ""
+
+
+def test_git_stays_usable_without_the_venv(tmp_path: Path):
+    """After `make clean` there is no .venv; diff and stash must work all the same."""
+    chapter = _clone_with_filter(tmp_path, venv=False)
+    chapter.write_text(chapter.read_text(encoding="utf-8").replace("learn", "study"), "utf-8")
+    assert "study" in _git(tmp_path, "diff")
+    _git(tmp_path, "stash")
+    assert _git(tmp_path, "status", "--porcelain") == ""
+    _git(tmp_path, "stash", "pop")
+
+
+def test_make_test_names_what_to_run_for_a_saved_notebook(tmp_path: Path):
+    chapter = _clone_with_filter(tmp_path, venv=True)
+    nbformat.write(_as_saved_by_jupyterlab(chapter), chapter)
+    verify = subprocess.run(
+        ["sh", "tools/nbstripout.sh", "--verify", "notebooks/" + chapter.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 1
+    assert verify.stderr.count("\n") == 1
+    assert "run: make strip" in verify.stderr
+    subprocess.run(
+        ["sh", "tools/nbstripout.sh", "--strip", "notebooks/" + chapter.name],
+        cwd=tmp_path,
+        check=True,
+    )
+    assert _git(tmp_path, "status", "--porcelain") == ""
+
+
+def test_jupyterlab_saves_notebooks_as_git_stores_them():
+    """`make lab`'s pre-save hook strips the keys the git filter strips, and gives equal bytes."""
+    config = runpy.run_path(str(LAB_CONFIG), init_globals={"get_config": _FakeConfig})
+    filter_keys = re.search(r'EXTRA_KEYS="([^"]*)"', FILTER.read_text("utf-8"))
+    assert filter_keys is not None
+    assert set(filter_keys.group(1).split()) <= set(config["STRIPPED_KEYS"])
+    for path in NOTEBOOKS:
+        model = {"type": "notebook", "content": _as_saved_by_jupyterlab(path)}
+        config["save_stripped"](model, path=path.name, contents_manager=None)
+        assert nbformat.writes(model["content"]) + "\n" == path.read_text("utf-8"), path.name
+
+
+class _FakeConfig:
+    """Stands in for Jupyter's ``get_config()``: any attribute chain can be assigned."""
+
+    def __getattr__(self, name: str) -> _FakeConfig:
+        return self
+
+
+def test_notebook_06_is_an_exercise_with_the_checkers_verdict_after_each_step():
+    notebook = nbformat.read(ROOT / "notebooks" / "06_build_your_own_server.ipynb", as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    steps = [source for source in code if "# TODO" in source]
+    assert len(steps) >= 5, "TODO steps for the learner: four server steps and the client"
+    assert all("check(" in step or "check_client(" in step for step in steps), (
+        "each TODO step ends with the checker's verdict"
+    )
+    script = next(source for source in code if source.startswith("%%writefile"))
+    for part in ("asyncio.run(", "create_server(", "serve_forever()"):
+        assert part in script, f"the standalone script shows {part}"
+    assert any('"metrics_lab", "check"' in source for source in code), "checked as from a shell"
+    prose = " ".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert "about half" not in prose, "counts are printed, not guessed in prose"
+    assert "PROTOCOL.md" in prose
+    assert '"The client"' in prose, "the client scaffold points to PROTOCOL.md's client rules"

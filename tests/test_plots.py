@@ -38,11 +38,32 @@ def test_plot_series_draws_one_labelled_line_per_key():
     assert [np.size(line.get_xdata()) for line in ax.get_lines()] == [60, 60]
     assert ax.get_title() == "CPU load"
     assert ax.get_ylabel() == "load (%)"
-    assert ax.get_xlabel() == "time (UTC)"
+    # cpu_load starts at 1700000000, 2023-11-14 22:13:20 UTC, one point a minute.
+    assert ax.get_xlabel() == "time (UTC), 2023-11-14 22:13 to 2023-11-14 23:12"
     legend = ax.get_legend()
     assert legend is not None
     assert [text.get_text() for text in legend.get_texts()] == ["web1.cpu", "web2.cpu"]
+    _is_right_of_the_data(ax)
     _renders(figure)
+
+
+def _is_right_of_the_data(ax) -> None:
+    figure = ax.get_figure()
+    assert isinstance(figure, Figure)
+    _renders(figure)  # lays the figure out; window extents are in pixels after that
+    legend = ax.get_legend()
+    assert legend is not None
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+
+
+def test_date_ticks_name_the_dates_and_leave_no_corner_offset():
+    ax = plot_series(RESULT)
+    figure = ax.get_figure()
+    assert isinstance(figure, Figure)
+    _renders(figure)
+    labels = [tick.get_text() for tick in ax.get_xticklabels()]
+    assert ax.xaxis.get_major_formatter().get_offset() == ""
+    assert all(label.count(":") == 1 or label.startswith("2023-11-") for label in labels), labels
 
 
 def test_plot_series_takes_a_frame_and_a_choice_of_keys():
@@ -77,6 +98,7 @@ def test_mark_anomalies_circles_the_given_points():
     legend = ax.get_legend()
     assert legend is not None
     assert "spike (2)" in [text.get_text() for text in legend.get_texts()]
+    _is_right_of_the_data(ax)
 
 
 def test_plot_timeline_puts_each_lane_on_its_own_row():
@@ -90,6 +112,14 @@ def test_plot_timeline_puts_each_lane_on_its_own_row():
     assert first.x0 == pytest.approx(0.0)
     assert first.x1 == pytest.approx(500.0)
     assert ax.get_xlabel() == "time since the first start (ms)"
+    assert ax.get_ylabel() == "client"
+    legend = ax.get_legend()
+    assert legend is not None
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "a bar: one request,\nfrom sending to answer"
+    ]
+    _is_right_of_the_data(ax)
+    assert plot_timeline(spans, span_label=None).get_legend() is None
     figure = ax.get_figure()
     assert isinstance(figure, Figure)
     _renders(figure)

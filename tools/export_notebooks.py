@@ -7,7 +7,11 @@
 Each ``notebooks/*.ipynb`` runs top to bottom in a fresh ``python3`` kernel, with the
 notebook's folder as working directory. The results go to ``build/<name>.ipynb``,
 ``build/<name>.html`` and ``build/figures/<name>-<n>.png`` (the n-th image the notebook
-shows). Nothing here knows about metrics_lab; ``tests/test_notebooks.py`` uses
+shows). The HTML needs no internet: a widget (a tqdm progress bar) is shown there as the text
+of its final state, ``label 100% |##########| 2000/2000 [...]``, instead of a script that
+would be loaded from the web; the executed ``.ipynb`` keeps the widgets.
+
+Nothing here knows about metrics_lab; ``tests/test_notebooks.py`` uses
 :func:`execute_notebook` too, so ``make test`` and ``make demo`` run notebooks the same way.
 """
 
@@ -15,18 +19,29 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
+import html
+import re
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
-__all__ = ["Exported", "execute_notebook", "export_notebook", "main", "run_notebook"]
+__all__ = [
+    "Exported",
+    "execute_notebook",
+    "export_notebook",
+    "main",
+    "run_notebook",
+    "widgets_as_text",
+]
 
 KERNEL = "python3"
 CELL_TIMEOUT = 120
@@ -61,6 +76,51 @@ def run_notebook(
     return time.perf_counter() - started
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+BAR_WIDTH = 10
+
+
+def widgets_as_text(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``notebook`` whose widget outputs are plain text of their final state.
+
+    Progress bars (an HBox of a label, a progress model and a counter, as tqdm draws them)
+    become one line; any other widget, its text fallback. The widget state is dropped, so
+    an HTML export loads no widget scripts.
+    """
+    result = copy.deepcopy(notebook)
+    state = result.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in result.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW not in data:
+                continue
+            text = _widget_text(state, data[WIDGET_VIEW]["model_id"])
+            output["data"] = {"text/plain": text or data.get("text/plain", "")}
+    return result
+
+
+def _widget_text(state: dict[str, dict[str, Any]], model_id: str) -> str | None:
+    model = state.get(model_id)
+    if model is None:
+        return None
+    fields = model.get("state", {})
+    if "Progress" in model.get("model_name", ""):
+        done = float(fields.get("value", 0)) / float(fields.get("max") or 1)
+        filled = round(BAR_WIDTH * min(max(done, 0.0), 1.0))
+        return "|" + "#" * filled + " " * (BAR_WIDTH - filled) + "|"
+    if "children" in fields:
+        parts = [
+            _widget_text(state, child.removeprefix("IPY_MODEL_")) for child in fields["children"]
+        ]
+        return " ".join(part for part in parts if part)
+    value = fields.get("value")
+    if isinstance(value, str):
+        text: str = html.unescape(re.sub(r"<[^>]*>", "", value))
+        return text.replace("\u2007", " ").strip()
+    return None
+
+
 @dataclass(frozen=True)
 class Exported:
     """Where one notebook's results went, and how long it ran."""
@@ -78,7 +138,7 @@ def export_notebook(path: Path, build: Path) -> Exported:
     figures_dir.mkdir(parents=True, exist_ok=True)
     executed = build / path.name
     nbformat.write(notebook, executed)
-    html_body, _ = HTMLExporter().from_notebook_node(notebook)
+    html_body, _ = HTMLExporter().from_notebook_node(widgets_as_text(notebook))
     html = executed.with_suffix(".html")
     html.write_text(html_body, encoding="utf-8")
     figures: list[Path] = []
