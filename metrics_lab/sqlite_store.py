@@ -402,7 +402,7 @@ class SQLiteStore(Storage):
         ):
             hint = _WRITABLE_HINT
         else:
-            hint = message
+            return f"cannot open database {self.path}: {message}"
         return f"cannot open database {self.path}: {hint} ({message})"
 
     # --- the Storage interface ----------------------------------------------------------
