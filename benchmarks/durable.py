@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 OK = b"ok\n\n"
 TIMEOUT = 120.0
+FOLD_STARTED = "folding the journal"
 FOLD_LOGGED = "folded the journal"
 _LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
 
@@ -56,12 +57,16 @@ class Server:
             command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
+        self.arrived: dict[str, float] = {}  # first line holding each FOLD_* text: when
         threading.Thread(target=self._drain, daemon=True).start()
         self.address = self._wait_for_address()
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            for text in (FOLD_STARTED, FOLD_LOGGED):
+                if text in line:
+                    self.arrived.setdefault(text, time.perf_counter())
             self.lines.put(line)
         self.lines.put(None)
 
@@ -170,11 +175,11 @@ def probe(
 class FoldFigures(NamedTuple):
     """What one fold round measured, in seconds."""
 
-    fold_p99: float  # of the probe's waits asked after the last put was sent
+    fold_p99: float  # of the probe's waits that overlap the fold
     fold_longest: float
     all_p99: float  # of every wait, the ingest included
     all_longest: float
-    fold_time: float  # from the last put sent to the fold's end
+    fold_time: float  # from the fold's start to its end
 
 
 def fold_round(db: Path, keys: int, batch: int, fold_timeout: float) -> FoldFigures:
@@ -191,24 +196,26 @@ def fold_round(db: Path, keys: int, batch: int, fold_timeout: float) -> FoldFigu
         with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
             for block in blocks[:-1]:
                 send_and_check(sock, block)
-            # The last commit starts the fold: from here on, a wait is the fold's doing. (A
-            # store that folds inside that commit stalls the probe right here.)
             last_sent = time.perf_counter()
             send_and_check(sock, blocks[-1])
         server.wait_for_log(FOLD_LOGGED, fold_timeout)
-        folded = time.perf_counter()
+        ended = time.perf_counter()
     finally:
         done.set()
         prober.join(TIMEOUT)
         server.stop()
-    during = sorted(wait for started, wait in waits if started >= last_sent)
+    # The store logs when a fold starts and ends. One that does not (the fold inside the
+    # commit of the last put, as before) folds between the last put sent and its answer.
+    began = server.arrived.get(FOLD_STARTED, last_sent)
+    ended = server.arrived.get(FOLD_LOGGED, ended)
+    during = sorted(wait for asked, wait in waits if asked + wait >= began and asked <= ended)
     every = sorted(wait for _, wait in waits)
     return FoldFigures(
         during[int(len(during) * 0.99)],
         during[-1],
         every[int(len(every) * 0.99)],
         every[-1],
-        folded - last_sent,
+        ended - began,
     )
 
 

@@ -111,7 +111,7 @@ of a million keys takes about 20 s in the background."""
 FOLD_RETRY_DELAY: Final = 1.0
 """Seconds before a fold that failed (a full disk, say) is tried again."""
 
-_DELETE_ROWS: Final = 256
+_DELETE_ROWS: Final = 32
 """Journal rows deleted per transaction once a fold has written every key."""
 
 _SORT_RUN: Final = 16384
@@ -629,6 +629,7 @@ class SQLiteStore(Storage):
         self._fold_wanted = False
         if last is None:
             return None
+        logger.info("folding the journal of %s: %d key(s) changed", self.path, len(keys))
         # The keys later commits change go to a fresh set; their rows (ids above last) stay.
         return _Fold(keys, last, first)
 

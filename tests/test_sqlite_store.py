@@ -258,7 +258,7 @@ def test_a_fold_that_fails_after_a_good_commit_is_retried_and_costs_no_put(
     store.put_many([(f"old{i % 1500:04}.cpu.user", 1.0, i) for i in range(5000)])
     store.close()  # folded: the journal's ~40 pages are free pages of the file now
     keys = [f"host{i:04}.cpu.user" for i in range(3000)]
-    failed = watch_log("folding the journal")
+    failed = watch_log("trying again")
     folded = watch_log("folded")
     # The file may not grow: its free pages hold the journal row of 3,000 points (~25
     # pages), not that plus the ~33 pages of new series rows the fold writes.
