@@ -194,10 +194,10 @@ def test_a_journal_left_by_a_crash_is_replayed_and_folded_in_the_background(
 
 
 def test_a_put_is_answered_while_a_fold_is_under_way(tmp_path: Path) -> None:
-    # The fold of 3,000 keys takes 300 transactions of 10 keys here. A put that arrives
+    # The fold of 6,000 keys takes 600 transactions of 10 keys here. A put that arrives
     # meanwhile is committed between two of them: when its future completes (its callback
     # runs in the worker, so nothing moves meanwhile), most of the fold is still to do.
-    keys = 3000
+    keys = 6000
     store = SQLiteStore(tmp_path / "metrics.db", compact_every=keys, fold_chunk=10)
     unfolded_when_answered: list[int] = []
     store.put_many([(f"k{i}", 0.5, 1) for i in range(keys)])  # starts the fold
