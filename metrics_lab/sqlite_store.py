@@ -466,6 +466,9 @@ class SQLiteStore(Storage):
         in the journal, and is replayed when the file is opened again. A second call does
         nothing.
         """
+        if threading.current_thread() is self._worker:
+            # A future's done callback runs in the worker: it cannot wait for itself.
+            raise RuntimeError("close() cannot be called from a write's done callback")
         with self._wakeup:
             first = not self._closing
             self._closing = True
