@@ -1,0 +1,226 @@
+"""The durable commit path cannot lie: a put is answered ``ok`` only once it is committed.
+
+Real servers on 127.0.0.1, real SQLite files, a real ``SQLITE_FULL``: the store's own size
+cap (``max_size_bytes``, SQLite's ``max_page_count``) makes the database full exactly as a
+full disk does (the same error, the same transaction rolled back by SQLite itself), on
+every system and without privileges. A small real filesystem would need mount rights.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from metrics_lab import serve_in_background
+from metrics_lab.sqlite_store import SQLiteStore
+from metrics_lab.storage import StoreFailure
+from tests.conftest import read_answers
+
+TIMEOUT = 30.0
+OK = b"ok\n\n"
+ERROR = b"error\nstore unavailable\n\n"
+
+Point = tuple[str, float, int]
+
+
+def client_points(client: int, count: int) -> list[Point]:
+    """Distinct (key, timestamp) per point, and a value that says whose it is."""
+    return [(f"c{client}.k{n % 50}", client * 1_000_000 + n + 0.5, n) for n in range(count)]
+
+
+def put_lines(points: list[Point]) -> bytes:
+    return b"".join(
+        f"put {key} {value!r} {timestamp}\n".encode() for key, value, timestamp in points
+    )
+
+
+def pipeline(address: tuple[str, int], points: list[Point]) -> list[bool]:
+    """Send every put at once (from a second thread), read every answer: True for ``ok``."""
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(put_lines(points),))
+        sender.start()
+        data = read_answers(sock, len(points))
+        sender.join(TIMEOUT)
+    answers = [answer + b"\n\n" for answer in data.split(b"\n\n")[:-1]]
+    assert len(answers) == len(points)
+    assert set(answers) <= {OK, ERROR}, set(answers) - {OK, ERROR}
+    return [answer == OK for answer in answers]
+
+
+def stored_points(path: Path) -> dict[tuple[str, int], float]:
+    store = SQLiteStore(path)
+    try:
+        return {
+            (series.key, timestamp): value
+            for series in store.read()
+            for timestamp, value in zip(series.timestamps, series.values, strict=True)
+        }
+    finally:
+        store.close()
+
+
+def lost(acknowledged: list[Point], stored: dict[tuple[str, int], float]) -> list[Point]:
+    return [p for p in acknowledged if stored.get((p[0], p[2])) != p[1]]
+
+
+def test_disk_full_under_16_pipelining_clients_loses_no_acknowledged_point(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clients, each = 16, 20_000
+    path = tmp_path / "metrics.db"
+    # About 8 MB of journal would be needed; 2 MB fit. Folds are due every 50,000 points,
+    # and fail too while the file is full: they must not turn committed points into errors.
+    store = SQLiteStore(path, max_size_bytes=2 * 1024 * 1024, compact_every=50_000)
+    work = {client: client_points(client, each) for client in range(clients)}
+    answered: dict[int, list[bool]] = {}
+    by_thread: list[Point] = []  # put_many from a thread of its own, meanwhile
+    gets: list[bytes] = []
+    ingesting = threading.Event()
+    ingesting.set()
+    caplog.set_level(logging.WARNING)
+
+    with serve_in_background(store=store) as server:
+
+        def ingest(client: int) -> None:
+            answered[client] = pipeline(server.address, work[client])
+
+        def put_from_a_thread() -> None:
+            for start in range(0, 20_000, 500):
+                batch = [("thread.k", float(t), t) for t in range(start, start + 500)]
+                try:
+                    store.put_many(batch)
+                except StoreFailure:
+                    continue
+                by_thread.extend(batch)
+
+        def read_meanwhile() -> None:
+            with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+                while ingesting.is_set() or not gets:
+                    sock.sendall(b"get c0.k0\n")
+                    gets.append(read_answers(sock, 1))
+
+        threads = [threading.Thread(target=ingest, args=(client,)) for client in work]
+        threads.append(threading.Thread(target=put_from_a_thread))
+        reader = threading.Thread(target=read_meanwhile)
+        reader.start()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT * 4)
+        ingesting.clear()
+        reader.join(TIMEOUT)
+        assert not any(thread.is_alive() for thread in [*threads, reader])
+
+        # Every get was served while the disk was full.
+        assert gets
+        assert all(answer.startswith(b"ok\n") for answer in gets)
+        acknowledged = [
+            point
+            for client, oks in answered.items()
+            for point, ok in zip(work[client], oks, strict=True)
+            if ok
+        ] + by_thread
+        refused = sum(not ok for oks in answered.values() for ok in oks)
+        assert acknowledged
+        assert refused  # the disk really filled up
+        assert any("refused" in record.getMessage() for record in caplog.records)
+
+        # Room again: puts succeed, without a restart.
+        store.max_size_bytes = None
+        later = client_points(99, 2000)
+        assert all(pipeline(server.address, later))
+        acknowledged += later
+    store.close()
+
+    assert lost(acknowledged, stored_points(path)) == []
+    print(f"{len(acknowledged)} acknowledged, {refused} refused, 0 acknowledged points lost")
+
+
+def test_a_get_after_pipelined_puts_sees_them(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "metrics.db")
+    try:
+        with (
+            serve_in_background(store=store) as server,
+            socket.create_connection(server.address, timeout=TIMEOUT) as sock,
+        ):
+            for round_ in range(20):
+                points = [(f"r{round_}", float(t), t) for t in range(10)]
+                sock.sendall(put_lines(points) + f"get r{round_}\n".encode())
+                answers = read_answers(sock, 11)
+                assert answers.startswith(OK * 10)
+                assert answers[len(OK) * 10 :].count(b"\n") == 10 + 2  # ok, 10 points, blank
+    finally:
+        store.close()
+
+
+# --- SIGTERM with a full disk ----------------------------------------------------------
+
+# The real command line, with the one change a full disk needs: the store it opens is capped.
+CAPPED_SERVE = """
+import sys
+from metrics_lab import cli
+from metrics_lab.sqlite_store import SQLiteStore
+cli.open_store = lambda db: SQLiteStore(db, max_size_bytes=int(sys.argv[2]))
+sys.exit(cli.main(["serve", "--port", "0", "--db", sys.argv[1]]))
+"""
+_LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_sigterm_with_a_full_disk_says_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CAPPED_SERVE, str(path), str(256 * 1024)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    log: list[str] = []
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        while (line := lines.get(timeout=TIMEOUT)) is not None:
+            if found := _LISTENING.search(line):
+                address = (found[1], int(found[2]))
+                break
+        else:
+            pytest.fail(f"the server did not start: {''.join(log)}")
+        points = client_points(1, 20_000)
+        oks = pipeline(address, points)
+        assert any(oks)
+        assert not all(oks)  # full
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+    while lines.get(timeout=TIMEOUT) is not None:
+        pass  # the whole log is in
+    assert proc.stderr is not None
+    proc.stderr.close()
+    output = "".join(log)
+    assert status == 1, output
+    assert "Traceback" not in output
+    final = [line for line in log if line.startswith("metrics-lab: ")]
+    assert len(final) == 1, output
+    assert str(path) in final[0]
+    acknowledged = [point for point, ok in zip(points, oks, strict=True) if ok]
+    assert lost(acknowledged, stored_points(path)) == []
