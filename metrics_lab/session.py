@@ -167,7 +167,11 @@ class ServerSession:
 
     @property
     def waiting_for(self) -> Future[None] | None:
-        """The store's future that the next answer waits for, or ``None``."""
+        """The store's future that the next answer waits for, or ``None``.
+
+        It may be done by the time you look (stores finish in threads of their own): call
+        :meth:`data_to_send` once it is done, whether that was before or after you looked.
+        """
         return self._answers[0].peek() if self._answers else None
 
     @property
@@ -245,7 +249,12 @@ class _Answer:
         raise NotImplementedError
 
     def peek(self) -> Future[None] | None:
-        """The future :meth:`next_piece` would wait for, if any (without taking a piece)."""
+        """The store's future this answer waits on, if any, even if it is done by now.
+
+        (Done by now counts: the store may finish in its own thread between a
+        :meth:`next_piece` that found it pending and this call, and whoever asks must still
+        be woken.)
+        """
         return None
 
 
@@ -281,8 +290,7 @@ class _Written(_Answer):
         return STORE_ERROR_ANSWER * self._count
 
     def peek(self) -> Future[None] | None:
-        written = self._written
-        return written if written is not None and not written.done() else None
+        return self._written
 
 
 class _Points(_Answer):
@@ -305,9 +313,10 @@ class _Points(_Answer):
             self._snapshot = None
 
     def next_piece(self) -> bytes | Future[None] | None:
-        waiting = self.peek()
-        if waiting is not None:
-            return waiting
+        if self._waiting is not None:
+            if not self._waiting.done():
+                return self._waiting
+            self._waiting = None
         if self._snapshot is None:
             if self._started:
                 return None
@@ -341,7 +350,4 @@ class _Points(_Answer):
         return b"".join(lines)
 
     def peek(self) -> Future[None] | None:
-        waiting = self._waiting
-        if waiting is not None and waiting.done():
-            self._waiting = waiting = None
-        return waiting
+        return self._waiting

@@ -178,3 +178,17 @@ def test_end_of_stream_answers_what_came_before() -> None:
     assert not session.wants_data
     assert drain(session) == OK + b"ok\nk 1.0 1\n\n"
     assert session.finished
+
+
+def test_waiting_for_names_a_future_that_finished_after_data_to_send() -> None:
+    # A durable store finishes in its own thread, so it may finish between the server's
+    # data_to_send (pending then) and its look at waiting_for. The server must still be told
+    # what to wait on, or nobody wakes it and the connection hangs (it did, once in two runs).
+    store = LaterStore()
+    session = ServerSession(store)
+    session.receive_data(b"put k 1 1\nget k\n")
+    assert session.data_to_send() == b""
+    store.commit()
+    assert session.waiting_for is not None
+    assert session.data_to_send() == OK + b"ok\nk 1.0 1\n\n"
+    assert session.waiting_for is None
