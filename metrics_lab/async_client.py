@@ -126,6 +126,8 @@ class AsyncClient(ClientBase):
                             writer.write(data)
                             await writer.drain()
                             continue
+                        if exchange.done:
+                            break  # its answer had arrived already, after an earlier one
                         self._received(exchange, await reader.read(RECV_SIZE))
                         if exchange.answered != answered and self.timeout is not None:
                             answered = exchange.answered

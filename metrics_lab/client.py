@@ -528,6 +528,8 @@ class Client(ClientBase):
                         self._sent(data)
                         sock.sendall(data)
                         continue
+                    if exchange.done:
+                        break  # its answer had arrived already, after an earlier one
                     self._received(exchange, sock.recv(RECV_SIZE))
                     if exchange.answered != answered:
                         answered, deadline = exchange.answered, self._deadline()
