@@ -1,0 +1,569 @@
+"""A shared store: the points in a PostgreSQL database, so several servers can serve one data set.
+
+``metrics-lab serve --db postgresql://user@host:port/dbname`` (and ``serve_in_background(db=URL)``)
+opens a :class:`PostgresStore`. The servers hold no data of their own: any number of them,
+on any machines, can share one database, behind a TCP load balancer. Needs psycopg 3, the
+``postgres`` extra (``pip install 'metrics-lab[postgres]'``).
+
+How it keeps the :class:`~metrics_lab.storage.Storage` contract without ever blocking the
+server's event loop:
+
+- **Writes: group commit.** :meth:`PostgresStore.write` queues the batch and returns a future.
+  One writer thread, with one connection, takes everything queued meanwhile (from all
+  connections of the server) and stores it in one transaction, one statement, then one
+  ``COMMIT``; the futures are done after the commit, or failed with
+  :class:`~metrics_lab.storage.StoreFailure`, so the server answers ``ok`` only for
+  committed points. Within a group a later write of a key and timestamp wins; across
+  groups and servers, the later commit wins.
+- **Reads: a server-side cursor per get.** :meth:`PostgresStore.snapshot` hands the query
+  to a reader thread (``readers`` of them, each with its own connection), which declares a
+  cursor and fetches the rows a chunk at a time, at most ``prefetch`` chunks ahead of the
+  peer, so a ``get *`` of any size needs bounded memory. One statement sees one snapshot of
+  the database, taken when the query starts (after the call, before the first piece), so
+  it sees every point committed before the get was received, by any server. When the next
+  chunk is not there yet the snapshot yields a future, as the interface allows.
+- **Faults.** Every statement runs under ``statement_timeout`` and connections use TCP
+  keepalives, so a stuck database fails requests instead of hanging them. A lost connection
+  fails the requests that needed it; the next request reconnects, with a growing pause
+  (``retry`` up to 2 s) between failed attempts during which requests fail at once. An
+  unreachable database, a wrong password, a missing database or a bad URL when the store
+  opens raise :class:`~metrics_lab.sqlite_store.StoreOpenError`, one line.
+
+The schema, created on first use, in one transaction, when neither table exists::
+
+    CREATE TABLE metric_points (
+        key text COLLATE "C" NOT NULL, ts bigint NOT NULL, value double precision NOT NULL,
+        PRIMARY KEY (key, ts))
+    CREATE TABLE metrics_lab_schema (version integer PRIMARY KEY)
+
+``COLLATE "C"``: keys compare byte by byte, which for UTF-8 is code point order, the
+protocol's (Python's) order, so ``ORDER BY key, ts`` is the wire order and walks the primary
+key's index. A database where either table has another shape (columns, types, collation,
+primary key) or another version is refused with a one-line error, and nothing is changed.
+
+Only statements that PostgreSQL-compatible distributed databases (CockroachDB, YugabyteDB)
+also accept are used, so the same store can move there when one PostgreSQL is not enough:
+plain ``CREATE TABLE``; ``information_schema`` for the shape check; ``SET statement_timeout``;
+``INSERT ... SELECT DISTINCT ON ... FROM unnest(array, array, array) WITH ORDINALITY
+... ON CONFLICT (key, ts) DO UPDATE`` for writes (three array parameters: one round trip per
+group, no temporary table, since CockroachDB's temporary tables are experimental, and no
+``COPY`` into one; ``DISTINCT ON`` keeps the last write of each key and timestamp, because
+``ON CONFLICT`` may not touch one row twice in a statement, and ``ORDER BY key, ts`` takes
+row locks in one order, so two servers writing the same keys do not deadlock); and
+``DECLARE``/``FETCH`` cursors (psycopg's named cursors) inside a transaction for reads. No
+advisory locks, ``LISTEN``, triggers, sequences or stored procedures.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Final
+
+import psycopg
+from psycopg import errors
+
+from metrics_lab.sqlite_store import StoreOpenError
+from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, Snapshot, Storage, StoreFailure
+
+__all__ = ["POINTS_TABLE", "SCHEMA_TABLE", "SCHEMA_VERSION", "PostgresStore"]
+
+logger = logging.getLogger("metrics_lab.postgres_store")
+
+POINTS_TABLE: Final = "metric_points"
+"""The table of points: one row per key and timestamp, readable by any SQL tool."""
+
+SCHEMA_TABLE: Final = "metrics_lab_schema"
+"""A one-row table with the schema's version."""
+
+SCHEMA_VERSION: Final = 1
+"""The version of the tables' layout; a database with another one is refused."""
+
+_CREATE: Final = (
+    f"""CREATE TABLE {POINTS_TABLE} (
+        key text COLLATE "C" NOT NULL,
+        ts bigint NOT NULL,
+        value double precision NOT NULL,
+        PRIMARY KEY (key, ts)
+    )""",
+    f"CREATE TABLE {SCHEMA_TABLE} (version integer PRIMARY KEY)",
+    f"INSERT INTO {SCHEMA_TABLE} (version) VALUES ({SCHEMA_VERSION})",
+)
+
+_SHAPE: Final = [("key", "text", "C"), ("ts", "bigint", None), ("value", "double precision", None)]
+
+_UPSERT: Final = f"""
+    INSERT INTO {POINTS_TABLE} (key, ts, value)
+    SELECT DISTINCT ON (key, ts) key, ts, value
+    FROM unnest(%b::text[], %b::bigint[], %b::float8[]) WITH ORDINALITY AS p(key, ts, value, n)
+    ORDER BY key, ts, n DESC
+    ON CONFLICT (key, ts) DO UPDATE SET value = excluded.value"""
+
+GROUP_LIMIT: Final = 100_000
+"""At most about this many points go into one transaction; more wait for the next one."""
+
+FETCH_ROWS: Final = 4 * SNAPSHOT_PIECE
+"""Rows fetched from a cursor at a time (one round trip), cut into pieces for the session."""
+
+_MAX_PAUSE: Final = 2.0  # seconds between reconnection attempts, at most
+_RETRIES: Final = 3  # attempts of a group that a deadlock or serialization failure rolled back
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _Health:
+    """When to try the database again after a failed connection: pauses that double to 2 s."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pause = 0.0
+        self._next_try = 0.0
+        self.last_error = ""
+
+    def check(self) -> None:
+        """Raise :class:`StoreFailure` while the pause after a failed attempt lasts."""
+        with self._lock:
+            wait = self._next_try - time.monotonic()
+            if wait > 0:
+                raise StoreFailure(
+                    f"the database is unavailable ({self.last_error}); next try in {wait:.1f} s"
+                )
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._pause = min(max(self._pause * 2, 0.05), _MAX_PAUSE)
+            self._next_try = time.monotonic() + self._pause
+            self.last_error = _one_line(exc)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._pause = self._next_try = 0.0
+
+
+class PostgresStore(Storage):
+    """Points in a PostgreSQL database, shared with every other server that uses it.
+
+    ``url`` is a ``postgresql://user:password@host:port/dbname`` URL (libpq's parameters
+    may follow ``?``). Opening connects, checks or creates the schema, and raises
+    :class:`~metrics_lab.sqlite_store.StoreOpenError` if any of that fails.
+    ``statement_timeout`` (seconds) bounds every statement; ``connect_timeout`` every
+    connection attempt. ``readers`` is how many gets stream at once (each holds a
+    connection while it streams; more wait their turn); ``prefetch`` how many chunks of
+    :data:`FETCH_ROWS` rows a get reads ahead of its peer. ``stall_timeout`` is how long a
+    get may wait for its peer to take the next piece before its cursor is closed.
+
+    Calls may come from any thread.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        statement_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        readers: int = 4,
+        prefetch: int = 2,
+        stall_timeout: float = 300.0,
+    ) -> None:
+        self.url = url
+        self.statement_timeout = statement_timeout
+        self.connect_timeout = connect_timeout
+        self.prefetch = prefetch
+        self.stall_timeout = stall_timeout
+        self._health = _Health()
+        self._closed = False
+        try:
+            self._writer_db: psycopg.Connection[Any] | None = self._connect()
+        except psycopg.Error as exc:
+            raise StoreOpenError(f"cannot open database {_safe(url)}: {_one_line(exc)}") from exc
+        try:
+            self._prepare(self._writer_db)
+        except BaseException:
+            self._writer_db.close()
+            raise
+        self._queue: deque[tuple[PointBatch, Future[None]]] = deque()
+        self._queue_ready = threading.Condition()
+        self._writer = threading.Thread(
+            target=self._write_loop, name="metrics-lab-pg-writer", daemon=True
+        )
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="metrics-lab-pg-reader")
+        self._reader_local = threading.local()
+        self._reader_dbs: set[psycopg.Connection[Any]] = set()
+        self._streams: set[_Stream] = set()
+        self._lock = threading.Lock()  # guards _reader_dbs and _streams
+
+    # --- connections and schema -----------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection with the statement timeout set (raises psycopg's errors)."""
+        db = psycopg.connect(
+            self.url,
+            connect_timeout=max(1, round(self.connect_timeout)),
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        try:
+            timeout_ms = max(1, round(self.statement_timeout * 1000))
+            db.execute(f"SET statement_timeout = {timeout_ms}")
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _prepare(self, db: psycopg.Connection[Any]) -> None:
+        """Check the schema, or create it if neither table exists (raise StoreOpenError)."""
+        for _ in range(_RETRIES):
+            try:
+                with db.transaction():
+                    if self._check_schema(db):
+                        return
+                    for statement in _CREATE:
+                        db.execute(statement)
+                return
+            except (errors.UniqueViolation, errors.DuplicateTable):
+                continue  # another server created the tables at the same moment: check again
+            except psycopg.Error as exc:
+                raise StoreOpenError(
+                    f"cannot use database {_safe(self.url)}: {_one_line(exc)}"
+                ) from exc
+        raise StoreOpenError(f"cannot create the tables in {_safe(self.url)}")
+
+    def _check_schema(self, db: psycopg.Connection[Any]) -> bool:
+        """Whether our tables exist as they should; False if neither exists; raise if wrong."""
+        where = f"database {_safe(self.url)}"
+        columns = db.execute(
+            """SELECT table_name, column_name, data_type, collation_name
+               FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name IN (%s, %s)
+               ORDER BY table_name, ordinal_position""",
+            (POINTS_TABLE, SCHEMA_TABLE),
+        ).fetchall()
+        found = {table for table, *_ in columns}
+        if not found:
+            return False
+        refuse = f"refusing to use {where}: "
+        if found != {POINTS_TABLE, SCHEMA_TABLE}:
+            raise StoreOpenError(
+                refuse + f"it has a table {found.pop()} that metrics_lab did not make; "
+                "use another database (or schema)"
+            )
+        shape = [(c, t, col) for table, c, t, col in columns if table == POINTS_TABLE]
+        primary = [
+            name
+            for (name,) in db.execute(
+                """SELECT k.column_name
+                   FROM information_schema.table_constraints t
+                   JOIN information_schema.key_column_usage k
+                     ON k.constraint_name = t.constraint_name
+                    AND k.table_schema = t.table_schema AND k.table_name = t.table_name
+                   WHERE t.table_schema = current_schema() AND t.table_name = %s
+                     AND t.constraint_type = 'PRIMARY KEY'
+                   ORDER BY k.ordinal_position""",
+                (POINTS_TABLE,),
+            )
+        ]
+        if shape != _SHAPE or primary != ["key", "ts"]:
+            raise StoreOpenError(
+                refuse + f"its table {POINTS_TABLE} has another shape than metrics_lab's "
+                "(key text, ts bigint, value double precision, primary key (key, ts))"
+            )
+        versions = [v for (v,) in db.execute(f"SELECT version FROM {SCHEMA_TABLE}")]
+        if versions != [SCHEMA_VERSION]:
+            raise StoreOpenError(
+                refuse + f"its tables are of schema version {versions or 'none'}, this "
+                f"metrics_lab reads version {SCHEMA_VERSION}"
+            )
+        return True
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def write(self, batch: PointBatch) -> Future[None]:
+        """Queue the points for the next group commit; see :class:`Storage`.
+
+        The future is done once they are committed, or failed with :class:`StoreFailure`.
+        """
+        future: Future[None] = Future()
+        with self._queue_ready:
+            if self._closed:
+                future.set_exception(StoreFailure("the store is closed"))
+                return future
+            self._queue.append((batch, future))
+            self._queue_ready.notify()
+        return future
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._queue_ready:
+                while not self._queue and not self._closed:
+                    self._queue_ready.wait()
+                if not self._queue:
+                    return  # closed, and everything queued is written
+                group, size = [], 0
+                while self._queue and size < GROUP_LIMIT:
+                    entry = self._queue.popleft()
+                    group.append(entry)
+                    size += len(entry[0])
+            self._commit_group(group)
+
+    def _commit_group(self, group: list[tuple[PointBatch, Future[None]]]) -> None:
+        keys: list[str] = []
+        timestamps: list[int] = []
+        values: list[float] = []
+        for batch, _ in group:
+            keys.extend(batch.keys)
+            timestamps.extend(batch.timestamps)
+            values.extend(batch.values)
+        failure: StoreFailure | None = None
+        for _ in range(_RETRIES):
+            try:
+                self._upsert(keys, timestamps, values)
+                failure = None
+                break
+            except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
+                failure = StoreFailure(f"the database refused the write: {_one_line(exc)}")
+            except StoreFailure as exc:
+                failure = exc
+                break
+            except psycopg.Error as exc:
+                failure = StoreFailure(f"the database failed: {_one_line(exc)}")
+                break
+        for _, future in group:
+            if failure is None:
+                future.set_result(None)
+            else:
+                future.set_exception(failure)
+
+    def _upsert(self, keys: list[str], timestamps: list[int], values: list[float]) -> None:
+        """One transaction: the upsert and its commit (raises psycopg's errors, StoreFailure)."""
+        db = self._writer_db
+        if db is None or db.closed or db.broken:
+            self._health.check()
+            try:
+                db = self._writer_db = self._connect()
+            except psycopg.Error as exc:
+                self._health.failed(exc)
+                raise StoreFailure(f"cannot reach the database: {_one_line(exc)}") from exc
+            self._health.succeeded()
+        try:
+            db.execute(_UPSERT, (keys, timestamps, values))
+            db.commit()
+        except psycopg.Error:
+            if db.broken or db.closed:
+                self._writer_db = None
+                db.close()
+            else:
+                with contextlib.suppress(psycopg.Error):
+                    db.rollback()
+            raise
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def snapshot(self, key: str | None = None) -> Snapshot:
+        """``key``'s points, or every key's for ``None``, streamed from a cursor.
+
+        See :class:`Storage`. The query starts on a reader thread soon after the call; until
+        a chunk of rows is there, the snapshot yields a future. Fails (raises
+        :class:`StoreFailure` while iterating) if the database cannot be read.
+        """
+        stream = _Stream(self.prefetch, self.stall_timeout)
+        with self._lock:
+            if self._closed:
+                raise StoreFailure("the store is closed")
+            self._streams.add(stream)
+        try:
+            self._readers.submit(self._fill, stream, key)
+        except RuntimeError as exc:  # shut down meanwhile
+            raise StoreFailure("the store is closed") from exc
+        return stream.pieces()
+
+    def _reader_db(self) -> psycopg.Connection[Any]:
+        db: psycopg.Connection[Any] | None = getattr(self._reader_local, "db", None)
+        if db is not None and not db.closed and not db.broken:
+            return db
+        self._health.check()
+        try:
+            db = self._connect()
+        except psycopg.Error as exc:
+            self._health.failed(exc)
+            raise StoreFailure(f"cannot reach the database: {_one_line(exc)}") from exc
+        self._health.succeeded()
+        self._reader_local.db = db
+        with self._lock:
+            self._reader_dbs.add(db)
+        return db
+
+    def _fill(self, stream: _Stream, key: str | None) -> None:
+        """On a reader thread: run the query and feed its rows to ``stream``."""
+        try:
+            if stream.abandoned:
+                return
+            db = self._reader_db()
+            try:
+                self._stream_rows(db, stream, key)
+            except psycopg.Error as exc:
+                if db.broken or db.closed:
+                    with self._lock:
+                        self._reader_dbs.discard(db)
+                    self._reader_local.db = None
+                    db.close()
+                else:
+                    with contextlib.suppress(psycopg.Error):
+                        db.rollback()
+                raise StoreFailure(f"the database failed: {_one_line(exc)}") from exc
+            stream.finish(None)
+        except StoreFailure as exc:
+            stream.finish(exc)
+        except BaseException as exc:
+            stream.finish(StoreFailure(f"reading failed: {_one_line(exc)}"))
+            raise
+        finally:
+            with self._lock:
+                self._streams.discard(stream)
+
+    def _stream_rows(self, db: psycopg.Connection[Any], stream: _Stream, key: str | None) -> None:
+        if key is None:
+            query = f"SELECT key, ts, value FROM {POINTS_TABLE} ORDER BY key, ts"
+            params: tuple[str, ...] = ()
+        else:
+            query = f"SELECT key, ts, value FROM {POINTS_TABLE} WHERE key = %s ORDER BY ts"
+            params = (key,)
+        with db.transaction(), db.cursor(name="metrics_lab_get", binary=True) as cursor:
+            cursor.execute(query, params)
+            while not stream.abandoned:
+                rows = cursor.fetchmany(FETCH_ROWS)
+                if not rows:
+                    break
+                if not stream.put(rows):
+                    break
+
+    def close(self) -> None:
+        """Commit what is queued, stop the threads, close the connections."""
+        with self._queue_ready:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue_ready.notify_all()
+        with self._lock:
+            self._closed = True
+            streams = list(self._streams)
+        for stream in streams:
+            stream.abandon()
+        self._writer.join()
+        self._readers.shutdown(wait=True, cancel_futures=True)
+        if self._writer_db is not None:
+            self._writer_db.close()
+        with self._lock:
+            dbs = list(self._reader_dbs)
+            self._reader_dbs.clear()
+        for db in dbs:
+            db.close()
+
+
+class _Stream:
+    """Rows on their way from a reader thread to a session: at most ``prefetch`` chunks."""
+
+    def __init__(self, prefetch: int, stall_timeout: float) -> None:
+        self._chunks: deque[list[tuple[str, int, float]]] = deque()
+        self._prefetch = prefetch
+        self._stall_timeout = stall_timeout
+        self._changed = threading.Condition()
+        self._wakeup: Future[None] | None = None  # given to the session while it waits
+        self._done = False
+        self._failure: StoreFailure | None = None
+        self.abandoned = False
+
+    # the reader thread's side
+    def put(self, rows: list[tuple[str, int, float]]) -> bool:
+        """Hand over a chunk, waiting for room; False if the reader should stop."""
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: self.abandoned or len(self._chunks) < self._prefetch,
+                timeout=self._stall_timeout,
+            ):
+                self._failure = StoreFailure("the peer stopped taking the answer")
+                self.abandoned = True
+            if self.abandoned:
+                return False
+            self._chunks.append(rows)
+            wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            wakeup.set_result(None)
+        return True
+
+    def finish(self, failure: StoreFailure | None) -> None:
+        """No more chunks: the rows are all there, or ``failure`` says why not."""
+        with self._changed:
+            self._done = True
+            if self._failure is None:
+                self._failure = failure
+            wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            wakeup.set_result(None)
+
+    def abandon(self) -> None:
+        """The session will take no more: let the reader stop."""
+        with self._changed:
+            self.abandoned = True
+            self._changed.notify_all()
+
+    # the session's side
+    def pieces(self) -> Snapshot:
+        try:
+            while True:
+                with self._changed:
+                    if self._chunks:
+                        rows: list[tuple[str, int, float]] | None = self._chunks.popleft()
+                        self._changed.notify_all()
+                    elif self._done:
+                        if self._failure is not None:
+                            raise self._failure
+                        return
+                    else:
+                        rows = None
+                        wakeup = self._wakeup = Future()
+                if rows is None:
+                    yield wakeup
+                else:
+                    yield from _series(rows)
+        finally:
+            self.abandon()
+
+
+def _series(rows: list[tuple[str, int, float]]) -> Iterator[Series]:
+    """Cut rows sorted by key then timestamp into one :class:`Series` per key, in pieces."""
+    keys: Sequence[str]
+    keys, timestamps, values = zip(*rows, strict=True)
+    start, end_of_rows = 0, len(keys)
+    while start < end_of_rows:
+        key = keys[start]
+        # Keys come sorted in code point order (COLLATE "C"), Python's: bisect finds the end.
+        end = bisect.bisect_right(keys, key, start)
+        for piece in range(start, end, SNAPSHOT_PIECE):
+            stop = min(piece + SNAPSHOT_PIECE, end)
+            yield Series(key, timestamps[piece:stop], values[piece:stop])
+        start = end
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "(an unreadable URL)"
+    host, port, name = parts.get("host", ""), parts.get("port", ""), parts.get("dbname", "")
+    user = parts.get("user", "")
+    return f"postgresql://{user}{'@' if user else ''}{host}{':' if port else ''}{port}/{name}"
