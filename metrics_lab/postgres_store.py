@@ -9,12 +9,15 @@ How it keeps the :class:`~metrics_lab.storage.Storage` contract without ever blo
 server's event loop:
 
 - **Writes: group commit.** :meth:`PostgresStore.write` queues the batch and returns a future.
-  One writer thread, with one connection, takes everything queued meanwhile (from all
-  connections of the server) and stores it in one transaction, one statement, then one
-  ``COMMIT``; the futures are done after the commit, or failed with
-  :class:`~metrics_lab.storage.StoreFailure`, so the server answers ``ok`` only for
-  committed points. Within a group a later write of a key and timestamp wins; across
-  groups and servers, the later commit wins.
+  A writer thread takes everything queued meanwhile (from all connections of the server)
+  and stores it in one transaction: one statement, then one ``COMMIT``; the futures are
+  done after the commit, or failed with :class:`~metrics_lab.storage.StoreFailure`, so the
+  server answers ``ok`` only for committed points. ``writers`` threads (four by default),
+  each with its connection, share the keys by hash, so the database works on several
+  transactions at once while one key's points are still written in order, by one writer.
+  Within a group a later write of a key and timestamp wins; across groups and servers, the
+  later commit wins. (A batch one writer committed and another could not is answered
+  ``error``: never ``ok`` for a point that is not committed.)
 - **Reads: a server-side cursor per get.** :meth:`PostgresStore.snapshot` hands the query
   to a reader thread (``readers`` of them, each with its own connection), which declares a
   cursor and fetches the rows a chunk at a time, at most ``prefetch`` chunks ahead of the
@@ -25,7 +28,7 @@ server's event loop:
 - **Faults.** Every statement runs under ``statement_timeout`` and connections use TCP
   keepalives, so a stuck database fails requests instead of hanging them. A lost connection
   fails the requests that needed it; the next request reconnects, with a growing pause
-  (``retry`` up to 2 s) between failed attempts during which requests fail at once. An
+  (up to 2 s) between failed attempts during which requests fail at once. An
   unreachable database, a wrong password, a missing database or a bad URL when the store
   opens raise :class:`~metrics_lab.sqlite_store.StoreOpenError`, one line.
 
@@ -155,7 +158,8 @@ class PostgresStore(Storage):
     may follow ``?``). Opening connects, checks or creates the schema, and raises
     :class:`~metrics_lab.sqlite_store.StoreOpenError` if any of that fails.
     ``statement_timeout`` (seconds) bounds every statement; ``connect_timeout`` every
-    connection attempt. ``readers`` is how many gets stream at once (each holds a
+    connection attempt. ``writers`` is how many connections write, each its share of the
+    keys; ``readers`` how many gets stream at once (each holds a
     connection while it streams; more wait their turn); ``prefetch`` how many chunks of
     :data:`FETCH_ROWS` rows a get reads ahead of its peer. ``stall_timeout`` is how long a
     get may wait for its peer to take the next piece before its cursor is closed.
@@ -169,6 +173,7 @@ class PostgresStore(Storage):
         *,
         statement_timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        writers: int = 4,
         readers: int = 4,
         prefetch: int = 2,
         stall_timeout: float = 300.0,
@@ -181,20 +186,30 @@ class PostgresStore(Storage):
         self._health = _Health()
         self._closed = False
         try:
-            self._writer_db: psycopg.Connection[Any] | None = self._connect()
+            first = self._connect()
         except psycopg.Error as exc:
             raise StoreOpenError(f"cannot open database {_safe(url)}: {_one_line(exc)}") from exc
         try:
-            self._prepare(self._writer_db)
+            self._prepare(first)
         except BaseException:
-            self._writer_db.close()
+            first.close()
             raise
-        self._queue: deque[tuple[PointBatch, Future[None]]] = deque()
+        # One lane per writer: every batch is queued in each; writer i takes the keys whose
+        # hash is i modulo the number of writers, so one key is always written by one writer,
+        # in order, and the writers never wait for each other's row locks.
+        self._lanes: list[deque[_Pending]] = [deque() for _ in range(writers)]
         self._queue_ready = threading.Condition()
-        self._writer = threading.Thread(
-            target=self._write_loop, name="metrics-lab-pg-writer", daemon=True
-        )
-        self._writer.start()
+        self._writers = [
+            threading.Thread(
+                target=self._write_loop,
+                args=(number, first if number == 0 else None),
+                name=f"metrics-lab-pg-writer-{number}",
+                daemon=True,
+            )
+            for number in range(writers)
+        ]
+        for thread in self._writers:
+            thread.start()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="metrics-lab-pg-reader")
         self._reader_local = threading.local()
         self._reader_dbs: set[psycopg.Connection[Any]] = set()
@@ -295,78 +310,107 @@ class PostgresStore(Storage):
         The future is done once they are committed, or failed with :class:`StoreFailure`.
         """
         future: Future[None] = Future()
+        pending = _Pending(batch, future, len(self._lanes))
         with self._queue_ready:
             if self._closed:
                 future.set_exception(StoreFailure("the store is closed"))
                 return future
-            self._queue.append((batch, future))
-            self._queue_ready.notify()
+            for lane in self._lanes:
+                lane.append(pending)
+            self._queue_ready.notify_all()
         return future
 
-    def _write_loop(self) -> None:
+    def _write_loop(self, lane: int, db: psycopg.Connection[Any] | None) -> None:
+        """Writer ``lane``: commit its keys' share of everything queued, in one transaction."""
         while True:
-            with self._queue_ready:
-                while not self._queue and not self._closed:
-                    self._queue_ready.wait()
-                if not self._queue:
-                    return  # closed, and everything queued is written
-                group, size = [], 0
-                while self._queue and size < GROUP_LIMIT:
-                    entry = self._queue.popleft()
-                    group.append(entry)
-                    size += len(entry[0])
-            self._commit_group(group)
+            group = self._next_group(self._lanes[lane])
+            if group is None:
+                break
+            keys, timestamps, values = _share(group, lane, len(self._lanes))
+            failure: StoreFailure | None = None
+            if keys:
+                db, failure = self._execute(db, keys, timestamps, values)
+                if failure is None and db is not None:
+                    db, failure = self._commit(db)
+            for pending in group:
+                pending.part_done(failure)
+        if db is not None:
+            db.close()
 
-    def _commit_group(self, group: list[tuple[PointBatch, Future[None]]]) -> None:
-        keys: list[str] = []
-        timestamps: list[int] = []
-        values: list[float] = []
-        for batch, _ in group:
-            keys.extend(batch.keys)
-            timestamps.extend(batch.timestamps)
-            values.extend(batch.values)
+    def _next_group(self, lane: deque[_Pending]) -> list[_Pending] | None:
+        """Wait for queued batches and take up to :data:`GROUP_LIMIT` points of them;
+        ``None`` once the store is closed and everything queued has been taken."""
+        with self._queue_ready:
+            while not lane and not self._closed:
+                self._queue_ready.wait()
+            if not lane:
+                return None
+            group, size = [], 0
+            while lane and size < GROUP_LIMIT:
+                pending = lane.popleft()
+                group.append(pending)
+                size += len(pending.batch)
+            return group
+
+    def _execute(
+        self,
+        db: psycopg.Connection[Any] | None,
+        keys: list[str],
+        timestamps: list[int],
+        values: list[float],
+    ) -> tuple[psycopg.Connection[Any] | None, StoreFailure | None]:
+        """Run the upsert in a new transaction on ``db`` (connecting if needed)."""
         failure: StoreFailure | None = None
         for _ in range(_RETRIES):
             try:
-                self._upsert(keys, timestamps, values)
-                failure = None
-                break
-            except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
-                failure = StoreFailure(f"the database refused the write: {_one_line(exc)}")
+                if db is None or db.closed or db.broken:
+                    db = self._reconnect(db)
+                db.execute(_UPSERT, (keys, timestamps, values))
+                return db, None
             except StoreFailure as exc:
-                failure = exc
-                break
+                return db, exc
             except psycopg.Error as exc:
+                db = self._after_error(db)
                 failure = StoreFailure(f"the database failed: {_one_line(exc)}")
-                break
-        for _, future in group:
-            if failure is None:
-                future.set_result(None)
-            else:
-                future.set_exception(failure)
+                if not isinstance(exc, errors.SerializationFailure | errors.DeadlockDetected):
+                    break
+        return db, failure
 
-    def _upsert(self, keys: list[str], timestamps: list[int], values: list[float]) -> None:
-        """One transaction: the upsert and its commit (raises psycopg's errors, StoreFailure)."""
-        db = self._writer_db
-        if db is None or db.closed or db.broken:
-            self._health.check()
-            try:
-                db = self._writer_db = self._connect()
-            except psycopg.Error as exc:
-                self._health.failed(exc)
-                raise StoreFailure(f"cannot reach the database: {_one_line(exc)}") from exc
-            self._health.succeeded()
+    def _commit(
+        self, db: psycopg.Connection[Any]
+    ) -> tuple[psycopg.Connection[Any] | None, StoreFailure | None]:
         try:
-            db.execute(_UPSERT, (keys, timestamps, values))
             db.commit()
-        except psycopg.Error:
-            if db.broken or db.closed:
-                self._writer_db = None
+        except psycopg.Error as exc:
+            return self._after_error(db), StoreFailure(f"the commit failed: {_one_line(exc)}")
+        return db, None
+
+    def _reconnect(self, db: psycopg.Connection[Any] | None) -> psycopg.Connection[Any]:
+        """A new connection in place of ``db`` (raises StoreFailure while the database is down)."""
+        if db is not None:
+            db.close()
+        self._health.check()
+        try:
+            fresh = self._connect()
+        except psycopg.Error as exc:
+            self._health.failed(exc)
+            raise StoreFailure(f"cannot reach the database: {_one_line(exc)}") from exc
+        self._health.succeeded()
+        return fresh
+
+    @staticmethod
+    def _after_error(db: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+        """Roll back after a failed statement; ``None`` if the connection is lost."""
+        if db is None or db.broken or db.closed:
+            if db is not None:
                 db.close()
-            else:
-                with contextlib.suppress(psycopg.Error):
-                    db.rollback()
-            raise
+            return None
+        try:
+            db.rollback()
+        except psycopg.Error:
+            db.close()
+            return None
+        return db
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -389,20 +433,18 @@ class PostgresStore(Storage):
         return stream.pieces()
 
     def _reader_db(self) -> psycopg.Connection[Any]:
+        """This reader thread's connection, (re)connected if needed."""
         db: psycopg.Connection[Any] | None = getattr(self._reader_local, "db", None)
         if db is not None and not db.closed and not db.broken:
             return db
-        self._health.check()
-        try:
-            db = self._connect()
-        except psycopg.Error as exc:
-            self._health.failed(exc)
-            raise StoreFailure(f"cannot reach the database: {_one_line(exc)}") from exc
-        self._health.succeeded()
-        self._reader_local.db = db
         with self._lock:
-            self._reader_dbs.add(db)
-        return db
+            self._reader_dbs.discard(db)
+        self._reader_local.db = None
+        fresh = self._reconnect(db)
+        self._reader_local.db = fresh
+        with self._lock:
+            self._reader_dbs.add(fresh)
+        return fresh
 
     def _fill(self, stream: _Stream, key: str | None) -> None:
         """On a reader thread: run the query and feed its rows to ``stream``."""
@@ -460,15 +502,78 @@ class PostgresStore(Storage):
             streams = list(self._streams)
         for stream in streams:
             stream.abandon()
-        self._writer.join()
+        for thread in self._writers:
+            thread.join()
         self._readers.shutdown(wait=True, cancel_futures=True)
-        if self._writer_db is not None:
-            self._writer_db.close()
         with self._lock:
             dbs = list(self._reader_dbs)
             self._reader_dbs.clear()
         for db in dbs:
             db.close()
+
+
+class _Pending:
+    """A written batch on its way: done when every writer has committed its share."""
+
+    __slots__ = ("_shares", "batch", "failure", "future", "remaining")
+    _lock = threading.Lock()
+
+    def __init__(self, batch: PointBatch, future: Future[None], writers: int) -> None:
+        self.batch = batch
+        self.future = future
+        self.remaining = writers
+        self.failure: StoreFailure | None = None
+        self._shares: Sequence[_Columns] | None = None
+
+    def share(self, lane: int, lanes: int) -> _Columns:
+        """The points whose key falls to writer ``lane`` (the batch is cut once, for all)."""
+        if lanes == 1:
+            return self.batch.keys, self.batch.timestamps, self.batch.values
+        with self._lock:
+            if self._shares is None:
+                shares: list[tuple[list[str], list[int], list[float]]]
+                shares = [([], [], []) for _ in range(lanes)]
+                batch = self.batch
+                for key, value, timestamp in zip(
+                    batch.keys, batch.values, batch.timestamps, strict=True
+                ):
+                    keys, timestamps, values = shares[hash(key) % lanes]
+                    keys.append(key)
+                    timestamps.append(timestamp)
+                    values.append(value)
+                self._shares = shares
+            return self._shares[lane]
+
+    def part_done(self, failure: StoreFailure | None) -> None:
+        """One writer is through with its share, committed or ``failure``."""
+        with self._lock:
+            self.remaining -= 1
+            if failure is not None and self.failure is None:
+                self.failure = failure
+            last = self.remaining == 0
+        if last:
+            if self.failure is None:
+                self.future.set_result(None)
+            else:
+                self.future.set_exception(self.failure)
+
+
+_Columns = tuple[Sequence[str], Sequence[int], Sequence[float]]
+
+
+def _share(
+    group: list[_Pending], lane: int, lanes: int
+) -> tuple[list[str], list[int], list[float]]:
+    """The points of ``group`` whose key falls to writer ``lane``, as three columns."""
+    keys: list[str] = []
+    timestamps: list[int] = []
+    values: list[float] = []
+    for pending in group:
+        share_keys, share_timestamps, share_values = pending.share(lane, lanes)
+        keys.extend(share_keys)
+        timestamps.extend(share_timestamps)
+        values.extend(share_values)
+    return keys, timestamps, values
 
 
 class _Stream:
