@@ -45,6 +45,9 @@ INSTALL_HINT: Final = (
 DATABASE: Final = "metrics"
 """The name of the database :func:`temporary_cluster` creates."""
 
+PASSWORD: Final = "metrics-lab"
+"""The ``postgres`` user's password in a temporary cluster (connections over TCP ask for it)."""
+
 _START_TIMEOUT: Final = 60  # seconds pg_ctl waits for the server to accept connections
 
 
@@ -87,7 +90,7 @@ class Cluster:
 
     def url_of(self, database: str) -> str:
         """The URL of another database of this server (see :meth:`create_database`)."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         """Create a UTF-8 database ``name`` (a plain identifier) and return its URL."""
@@ -149,20 +152,17 @@ def temporary_cluster(settings: Mapping[str, str] | None = None) -> Iterator[Clu
 
             user = pwd.getpwnam("postgres")
             os.chown(directory, user.pw_uid, user.pw_gid)
+        password_file = directory / "password"
+        password_file.write_text(PASSWORD)
+        password_file.chmod(0o644)
         _run(
             [
                 str(folder / "initdb"),
-                "-D",
-                str(directory / "data"),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-locale",
+                *("-D", str(directory / "data"), "-U", "postgres", "-E", "UTF8", "--no-locale"),
+                *("--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}"),
             ]
         )
+        password_file.unlink()
         for attempt in range(3):  # the free port may be taken between probe and start
             cluster = Cluster(folder, directory, _free_port(), dict(settings or {}))
             try:

