@@ -44,10 +44,10 @@ from typing import Any
 
 import psycopg
 
+from benchmarks.durable import load
 from metrics_lab.postgres_cluster import Cluster, temporary_cluster
 from metrics_lab.postgres_store import _UPSERT, POINTS_TABLE, SCHEMA_TABLE, PostgresStore
 
-OK = b"ok\n\n"
 TIMEOUT = 120.0
 _LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
 
@@ -130,23 +130,7 @@ def wire(batches: list[Batch]) -> list[bytes]:
     ]
 
 
-def send_batches(address: tuple[str, int], batches: list[bytes], go: threading.Barrier) -> None:
-    with socket.create_connection(address, timeout=TIMEOUT) as sock:
-        go.wait()
-        for data in batches:
-            sock.sendall(data)
-            expected = data.count(b"\n") * len(OK)
-            received = bytearray()
-            while len(received) < expected:
-                chunk = sock.recv(max(65536, expected - len(received)))
-                if not chunk:
-                    raise RuntimeError("the server closed the connection")
-                received += chunk
-            if received != OK * (expected // len(OK)):
-                raise RuntimeError(f"not every put was answered ok: {bytes(received[:60])!r}")
-
-
-def timed(jobs: list[Callable[[threading.Barrier], None]]) -> float:
+def timed(jobs: Sequence[Callable[[threading.Barrier], None]]) -> float:
     """Run the jobs in threads from one start signal; return the seconds until all end."""
     go = threading.Barrier(len(jobs) + 1)
     failures: list[BaseException] = []
@@ -176,7 +160,7 @@ def through_servers(addresses: list[tuple[str, int]], work: list[list[Batch]]) -
     """Send each connection's batches to a server (round robin); return points per second."""
     data = [wire(batches) for batches in work]
     jobs = [
-        functools.partial(send_batches, addresses[index % len(addresses)], batches)
+        functools.partial(load, addresses[index % len(addresses)], batches)
         for index, batches in enumerate(data)
     ]
     return _points(work) / timed(jobs)

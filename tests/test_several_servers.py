@@ -14,6 +14,7 @@ import pytest
 from metrics_lab import Client, ClientError
 from metrics_lab.postgres_cluster import Cluster
 from metrics_lab.postgres_store import POINTS_TABLE
+from tests.conftest import read_answers
 from tests.serve_process import ServeProcess
 
 WAIT = 60.0  # seconds a condition may take before the test fails (never reached when it works)
@@ -61,7 +62,7 @@ class Ingest(threading.Thread):
                 stamps = range(start, min(start + self.batch, self.count))
                 try:
                     sock.sendall(b"".join(f"put {self.key} 1.5 {ts}\n".encode() for ts in stamps))
-                    answers = read_answers(sock, len(stamps))
+                    answers = split_answers(read_answers(sock, len(stamps)))
                 except OSError:
                     answers = []
                 for ts, answer in zip(stamps, answers, strict=False):
@@ -74,14 +75,8 @@ class Ingest(threading.Thread):
                     return
 
 
-def read_answers(sock: socket.socket, count: int) -> list[bytes]:
-    """Up to ``count`` whole answers (fewer if the peer closes): each ends with a blank line."""
-    data = b""
-    while data.count(b"\n\n") < count:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+def split_answers(data: bytes) -> list[bytes]:
+    """The whole answers in ``data``: each ends with a blank line."""
     return [answer + b"\n\n" for answer in data.split(b"\n\n")[:-1]]
 
 
