@@ -46,7 +46,7 @@ import psycopg
 
 from benchmarks.durable import load
 from metrics_lab.postgres_cluster import Cluster, temporary_cluster
-from metrics_lab.postgres_store import _UPSERT, POINTS_TABLE, SCHEMA_TABLE, PostgresStore
+from metrics_lab.postgres_store import POINTS_TABLE, SCHEMA_TABLE, UPSERT_STATEMENT, PostgresStore
 
 TIMEOUT = 120.0
 _LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
@@ -182,7 +182,7 @@ def direct(url: str, work: list[list[Batch]], statement: str = "unnest") -> floa
                 go.wait()
                 for keys, stamps, values in batches:
                     if statement == "unnest":
-                        db.execute(_UPSERT, (keys, stamps, values))
+                        db.execute(UPSERT_STATEMENT, (keys, stamps, values))
                     else:
                         copy_upsert(db, keys, stamps, values)
                     db.commit()

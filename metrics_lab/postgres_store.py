@@ -75,7 +75,15 @@ from psycopg import errors
 from metrics_lab.sqlite_store import StoreOpenError
 from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, Snapshot, Storage, StoreFailure
 
-__all__ = ["POINTS_TABLE", "SCHEMA_TABLE", "SCHEMA_VERSION", "PostgresStore"]
+__all__ = [
+    "FETCH_ROWS",
+    "GROUP_LIMIT",
+    "POINTS_TABLE",
+    "SCHEMA_TABLE",
+    "SCHEMA_VERSION",
+    "UPSERT_STATEMENT",
+    "PostgresStore",
+]
 
 logger = logging.getLogger("metrics_lab.postgres_store")
 
@@ -101,12 +109,14 @@ _CREATE: Final = (
 
 _SHAPE: Final = [("key", "text", "C"), ("ts", "bigint", None), ("value", "double precision", None)]
 
-_UPSERT: Final = f"""
+UPSERT_STATEMENT: Final = f"""
     INSERT INTO {POINTS_TABLE} (key, ts, value)
     SELECT DISTINCT ON (key, ts) key, ts, value
     FROM unnest(%b::text[], %b::bigint[], %b::float8[]) WITH ORDINALITY AS p(key, ts, value, n)
     ORDER BY key, ts, n DESC
     ON CONFLICT (key, ts) DO UPDATE SET value = excluded.value"""
+"""How a group of points is written: three arrays (keys, timestamps, values) in one statement,
+the last write of each key and timestamp kept, rows locked in key order."""
 
 GROUP_LIMIT: Final = 100_000
 """At most about this many points go into one transaction; more wait for the next one."""
@@ -146,9 +156,12 @@ class _Health:
             self._next_try = time.monotonic() + self._pause
             self.last_error = _one_line(exc)
 
-    def succeeded(self) -> None:
+    def succeeded(self) -> bool:
+        """Forget the failures; return whether there were any."""
         with self._lock:
+            recovered = self._pause > 0
             self._pause = self._next_try = 0.0
+            return recovered
 
 
 class PostgresStore(Storage):
@@ -365,7 +378,7 @@ class PostgresStore(Storage):
             try:
                 if db is None or db.closed or db.broken:
                     db = self._reconnect(db)
-                db.execute(_UPSERT, (keys, timestamps, values))
+                db.execute(UPSERT_STATEMENT, (keys, timestamps, values))
                 return db, None
             except StoreFailure as exc:
                 return db, exc
@@ -394,8 +407,10 @@ class PostgresStore(Storage):
             fresh = self._connect()
         except psycopg.Error as exc:
             self._health.failed(exc)
+            logger.warning("cannot reach the database: %s", _one_line(exc))
             raise StoreFailure(f"cannot reach the database: {_one_line(exc)}") from exc
-        self._health.succeeded()
+        if self._health.succeeded():
+            logger.warning("reconnected to the database")
         return fresh
 
     @staticmethod
@@ -403,6 +418,7 @@ class PostgresStore(Storage):
         """Roll back after a failed statement; ``None`` if the connection is lost."""
         if db is None or db.broken or db.closed:
             if db is not None:
+                logger.warning("lost the connection to the database")
                 db.close()
             return None
         try:
