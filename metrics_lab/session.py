@@ -167,7 +167,12 @@ class ServerSession:
 
     @property
     def waiting_for(self) -> Future[None] | None:
-        """The store's future that the next answer waits for, or ``None``."""
+        """The store's future that the next answer waits for, or ``None``.
+
+        It may be done already: it completed in the store's thread after
+        :meth:`data_to_send` stopped at it. Wait for it all the same (a done future's
+        callbacks run at once), or the answers it holds up would never be sent.
+        """
         return self._answers[0].peek() if self._answers else None
 
     @property
@@ -245,7 +250,8 @@ class _Answer:
         raise NotImplementedError
 
     def peek(self) -> Future[None] | None:
-        """The future :meth:`next_piece` would wait for, if any (without taking a piece)."""
+        """The future :meth:`next_piece` stopped at and has not taken up yet (done since,
+        perhaps), if any."""
         return None
 
 
@@ -281,8 +287,7 @@ class _Written(_Answer):
         return STORE_ERROR_ANSWER * self._count
 
     def peek(self) -> Future[None] | None:
-        written = self._written
-        return written if written is not None and not written.done() else None
+        return self._written
 
 
 class _Points(_Answer):
@@ -305,9 +310,11 @@ class _Points(_Answer):
             self._snapshot = None
 
     def next_piece(self) -> bytes | Future[None] | None:
-        waiting = self.peek()
+        waiting = self._waiting
         if waiting is not None:
-            return waiting
+            if not waiting.done():
+                return waiting
+            self._waiting = None
         if self._snapshot is None:
             if self._started:
                 return None
@@ -341,7 +348,4 @@ class _Points(_Answer):
         return b"".join(lines)
 
     def peek(self) -> Future[None] | None:
-        waiting = self._waiting
-        if waiting is not None and waiting.done():
-            self._waiting = waiting = None
-        return waiting
+        return self._waiting
