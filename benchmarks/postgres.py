@@ -48,7 +48,7 @@ from benchmarks.durable import load
 from metrics_lab.postgres_cluster import Cluster, temporary_cluster
 from metrics_lab.postgres_store import POINTS_TABLE, SCHEMA_TABLE, UPSERT_STATEMENT, PostgresStore
 
-TIMEOUT = 120.0
+TIMEOUT = 60.0
 _LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -9,6 +10,7 @@ from concurrent.futures import Future
 import psycopg
 import pytest
 
+from metrics_lab import Client, serve_in_background
 from metrics_lab.postgres_cluster import Cluster
 from metrics_lab.postgres_store import (
     FETCH_ROWS,
@@ -21,7 +23,7 @@ from metrics_lab.session import STORE_ERROR_ANSWER, ServerSession
 from metrics_lab.sqlite_store import StoreOpenError
 from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, Snapshot, StoreFailure
 from metrics_lab.stores import open_store
-from tests.conftest import unused_port
+from tests.conftest import read_answers, unused_port
 from tests.serve_process import run_serve
 
 WAIT = 30.0  # seconds any future may take before the test fails (never reached when it works)
@@ -274,3 +276,17 @@ def test_a_closed_store_refuses_writes(pg_url: str):
     with pytest.raises(StoreFailure):
         store.write(PointBatch.of([("cpu", 1.0, 2)])).result(WAIT)
     assert rows(pg_url, f"SELECT count(*) FROM {POINTS_TABLE}") == [(1,)]
+
+
+def test_large_gets_through_a_server_arrive_whole_every_time(pg_url: str):
+    # A get that waits for the reader thread again and again: a missed wake-up would hang it.
+    count = 3 * FETCH_ROWS
+    with serve_in_background(db=pg_url) as server:
+        with Client(*server.address, timeout=WAIT) as client:
+            client.put_many((f"k{n % 7}", n / 4, n) for n in range(count))
+        for _ in range(5):
+            with socket.create_connection(server.address, timeout=WAIT) as sock:
+                sock.sendall(b"get *\n")
+                answer = read_answers(sock, 1)
+            assert answer.startswith(b"ok\n")
+            assert answer.count(b"\n") == count + 2
