@@ -273,7 +273,7 @@ def ingest(url: str, args: argparse.Namespace) -> None:
     medians = {name: summary(name, values) for name, values in rates.items()}
     ratio = medians["server, --db postgresql"] / medians["direct psycopg, same batches"]
     verdict = "meets" if ratio >= 1.0 else "MISSES"
-    print(f"  server / direct psycopg: {ratio:.2f}x ({verdict} the 1.0x target)")
+    print(f"  server / direct psycopg: {ratio:.3f}x ({verdict} the 1.0x target)")
 
 
 def several(url: str, args: argparse.Namespace) -> None:
