@@ -18,13 +18,19 @@ server's event loop:
   Within a group a later write of a key and timestamp wins; across groups and servers, the
   later commit wins. (A batch one writer committed and another could not is answered
   ``error``: never ``ok`` for a point that is not committed.)
-- **Reads: a server-side cursor per get.** :meth:`PostgresStore.snapshot` hands the query
-  to a reader thread (``readers`` of them, each with its own connection), which declares a
-  cursor and fetches the rows a chunk at a time, at most ``prefetch`` chunks ahead of the
-  peer, so a ``get *`` of any size needs bounded memory. One statement sees one snapshot of
-  the database, taken when the query starts (after the call, before the first piece), so
-  it sees every point committed before the get was received, by any server. When the next
-  chunk is not there yet the snapshot yields a future, as the interface allows.
+- **Reads: a chunked, consistent scan per get.** :meth:`PostgresStore.snapshot` hands the
+  query to a reader thread (``readers`` of them, each with its own connection), which reads
+  the points a chunk of :data:`FETCH_ROWS` at a time, at most ``prefetch`` chunks ahead of
+  the peer, so a ``get *`` of any size needs bounded memory. All chunks of a get are read
+  in one REPEATABLE READ transaction, so they see one snapshot of the database, taken when
+  the first chunk is read (after the call, before the first piece): every point committed
+  before the get was received, by any server, and nothing committed after. Each chunk goes
+  on from the last key and timestamp of the one before, along the primary key's index
+  (keyset paging: it works like a server-side cursor, one round trip per chunk), and
+  comes back as one row per key with its timestamps and values in two arrays, built by the
+  database. That leaves the reader thread little Python work (no tuple and no key string
+  per point), so it mostly waits for PostgreSQL, in another process, while the event loop
+  encodes the answer. When the next chunk is not there yet the snapshot yields a future.
 - **Faults.** Every statement runs under ``statement_timeout`` and connections use TCP
   keepalives, so a stuck database fails requests instead of hanging them. A lost connection
   fails the requests that needed it; the next request reconnects, with a growing pause
@@ -52,14 +58,16 @@ plain ``CREATE TABLE``; ``information_schema`` for the shape check; ``SET statem
 group, no temporary table, since CockroachDB's temporary tables are experimental, and no
 ``COPY`` into one; ``DISTINCT ON`` keeps the last write of each key and timestamp, because
 ``ON CONFLICT`` may not touch one row twice in a statement, and ``ORDER BY key, ts`` takes
-row locks in one order, so two servers writing the same keys do not deadlock); and
-``DECLARE``/``FETCH`` cursors (psycopg's named cursors) inside a transaction for reads. No
-advisory locks, ``LISTEN``, triggers, sequences or stored procedures.
+row locks in one order, so two servers writing the same keys do not deadlock); and for
+reads ``SELECT key, array_agg(ts ORDER BY ts), array_agg(value ORDER BY ts) FROM (SELECT
+... WHERE (key, ts) > (last key, last ts) ORDER BY key, ts LIMIT n) GROUP BY key`` in a
+``REPEATABLE READ`` transaction (row-value comparison, ``array_agg``, ``LIMIT``; CockroachDB
+runs it as SERIALIZABLE, which is stronger). No cursors that outlive a statement, advisory
+locks, ``LISTEN``, triggers, sequences or stored procedures.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
 import threading
@@ -122,7 +130,14 @@ GROUP_LIMIT: Final = 100_000
 """At most about this many points go into one transaction; more wait for the next one."""
 
 FETCH_ROWS: Final = 4 * SNAPSHOT_PIECE
-"""Rows fetched from a cursor at a time (one round trip), cut into pieces for the session."""
+"""Points read in one chunk (one round trip), cut into pieces for the session."""
+
+_Groups = list[tuple[str, list[int], list[float]]]  # one chunk: (key, timestamps, values) each
+
+_CHUNK: Final = f"""
+    SELECT key, array_agg(ts ORDER BY ts), array_agg(value ORDER BY ts)
+    FROM (SELECT key, ts, value FROM {POINTS_TABLE} {{where}} ORDER BY key, ts LIMIT %s) AS chunk
+    GROUP BY key ORDER BY key"""
 
 _MAX_PAUSE: Final = 2.0  # seconds between reconnection attempts, at most
 _RETRIES: Final = 3  # attempts of a group that a deadlock or serialization failure rolled back
@@ -175,7 +190,7 @@ class PostgresStore(Storage):
     keys; ``readers`` how many gets stream at once (each holds a
     connection while it streams; more wait their turn); ``prefetch`` how many chunks of
     :data:`FETCH_ROWS` rows a get reads ahead of its peer. ``stall_timeout`` is how long a
-    get may wait for its peer to take the next piece before its cursor is closed.
+    get may wait for its peer to take the next piece before its transaction is ended.
 
     Calls may come from any thread.
     """
@@ -431,7 +446,7 @@ class PostgresStore(Storage):
     # --- reads ----------------------------------------------------------------------------
 
     def snapshot(self, key: str | None = None) -> Snapshot:
-        """``key``'s points, or every key's for ``None``, streamed from a cursor.
+        """``key``'s points, or every key's for ``None``, read a chunk at a time.
 
         See :class:`Storage`. The query starts on a reader thread soon after the call; until
         a chunk of rows is there, the snapshot yields a future. Fails (raises
@@ -457,6 +472,8 @@ class PostgresStore(Storage):
             self._reader_dbs.discard(db)
         self._reader_local.db = None
         fresh = self._reconnect(db)
+        # Every chunk of a get must see the snapshot of its first one.
+        fresh.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._reader_local.db = fresh
         with self._lock:
             self._reader_dbs.add(fresh)
@@ -491,20 +508,37 @@ class PostgresStore(Storage):
                 self._streams.discard(stream)
 
     def _stream_rows(self, db: psycopg.Connection[Any], stream: _Stream, key: str | None) -> None:
-        if key is None:
-            query = f"SELECT key, ts, value FROM {POINTS_TABLE} ORDER BY key, ts"
-            params: tuple[str, ...] = ()
-        else:
-            query = f"SELECT key, ts, value FROM {POINTS_TABLE} WHERE key = %s ORDER BY ts"
-            params = (key,)
-        with db.transaction(), db.cursor(name="metrics_lab_get", binary=True) as cursor:
-            cursor.execute(query, params)
+        """Read ``key``'s points (every key's for ``None``) a chunk at a time into ``stream``.
+
+        One REPEATABLE READ transaction, so every chunk sees the snapshot of the first; each
+        chunk continues after the last key and timestamp of the one before (keyset paging,
+        along the primary key's index), at most :data:`FETCH_ROWS` rows, grouped per key
+        into arrays by the database.
+        """
+        after: tuple[str, int] | None = None
+        with db.transaction():
             while not stream.abandoned:
-                rows = cursor.fetchmany(FETCH_ROWS)
-                if not rows:
+                if key is None and after is None:
+                    params: tuple[object, ...] = (FETCH_ROWS,)
+                    query = _CHUNK.format(where="")
+                elif key is None:
+                    params = (*after, FETCH_ROWS)  # type: ignore[misc]
+                    query = _CHUNK.format(where="WHERE (key, ts) > (%s, %s)")
+                elif after is None:
+                    params = (key, FETCH_ROWS)
+                    query = _CHUNK.format(where="WHERE key = %s")
+                else:
+                    params = (key, after[1], FETCH_ROWS)
+                    query = _CHUNK.format(where="WHERE key = %s AND ts > %s")
+                groups = db.execute(query, params, binary=True).fetchall()
+                if not groups:
                     break
-                if not stream.put(rows):
+                if not stream.put(groups):
                     break
+                last_key, last_timestamps, _ = groups[-1]
+                after = (last_key, last_timestamps[-1])
+                if sum(len(timestamps) for _, timestamps, _ in groups) < FETCH_ROWS:
+                    break  # a short chunk is the last
 
     def close(self) -> None:
         """Commit what is queued, stop the threads, close the connections."""
@@ -596,7 +630,7 @@ class _Stream:
     """Rows on their way from a reader thread to a session: at most ``prefetch`` chunks."""
 
     def __init__(self, prefetch: int, stall_timeout: float) -> None:
-        self._chunks: deque[list[tuple[str, int, float]]] = deque()
+        self._chunks: deque[_Groups] = deque()
         self._prefetch = prefetch
         self._stall_timeout = stall_timeout
         self._changed = threading.Condition()
@@ -606,7 +640,7 @@ class _Stream:
         self.abandoned = False
 
     # the reader thread's side
-    def put(self, rows: list[tuple[str, int, float]]) -> bool:
+    def put(self, groups: _Groups) -> bool:
         """Hand over a chunk, waiting for room; False if the reader should stop."""
         with self._changed:
             if not self._changed.wait_for(
@@ -617,7 +651,7 @@ class _Stream:
                 self.abandoned = True
             if self.abandoned:
                 return False
-            self._chunks.append(rows)
+            self._chunks.append(groups)
             wakeup, self._wakeup = self._wakeup, None
         if wakeup is not None:
             wakeup.set_result(None)
@@ -645,7 +679,7 @@ class _Stream:
             while True:
                 with self._changed:
                     if self._chunks:
-                        rows: list[tuple[str, int, float]] | None = self._chunks.popleft()
+                        rows: _Groups | None = self._chunks.popleft()
                         self._changed.notify_all()
                     elif self._done:
                         if self._failure is not None:
@@ -662,21 +696,15 @@ class _Stream:
             self.abandon()
 
 
-def _series(rows: list[tuple[str, int, float]]) -> Iterator[Series]:
-    """Cut rows sorted by key then timestamp into one :class:`Series` per key, in pieces."""
-    # Three list comprehensions: several times faster than zip(*rows) on thousands of rows.
-    keys = [row[0] for row in rows]
-    timestamps = [row[1] for row in rows]
-    values = [row[2] for row in rows]
-    start, end_of_rows = 0, len(keys)
-    while start < end_of_rows:
-        key = keys[start]
-        # Keys come sorted in code point order (COLLATE "C"), Python's: bisect finds the end.
-        end = bisect.bisect_right(keys, key, start)
-        for piece in range(start, end, SNAPSHOT_PIECE):
-            stop = min(piece + SNAPSHOT_PIECE, end)
-            yield Series(key, timestamps[piece:stop], values[piece:stop])
-        start = end
+def _series(groups: _Groups) -> Iterator[Series]:
+    """One chunk's ``(key, timestamps, values)`` groups as :class:`Series` pieces."""
+    for key, timestamps, values in groups:
+        if len(timestamps) <= SNAPSHOT_PIECE:
+            yield Series(key, timestamps, values)
+            continue
+        for start in range(0, len(timestamps), SNAPSHOT_PIECE):
+            end = start + SNAPSHOT_PIECE
+            yield Series(key, timestamps[start:end], values[start:end])
 
 
 def _safe(url: str) -> str:

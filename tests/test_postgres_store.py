@@ -86,11 +86,18 @@ def test_extremes_round_trip_and_keys_sort_as_python_sorts(store: PostgresStore)
 
 def test_a_large_get_streams_in_pieces_of_bounded_size(store: PostgresStore):
     count = 3 * FETCH_ROWS + 5
-    store.put_many((f"k{n % 3}", float(n), n) for n in range(count))
+    keys = ["ключ", "k", "é", "\U0001d518", "K"]  # chunks end inside keys that sort by code point
+    store.put_many((keys[n % 5], float(n), n) for n in range(count))
     pieces = [piece for piece in store.snapshot() if not isinstance(piece, Future)]
     assert all(len(piece.timestamps) <= SNAPSHOT_PIECE for piece in pieces)
     assert sum(len(piece.timestamps) for piece in pieces) == count
-    assert [s.key for s in store.read()] == ["k0", "k1", "k2"]
+    whole = store.read()
+    assert [s.key for s in whole] == sorted(keys)
+    for series in whole:
+        assert list(series.timestamps) == sorted(
+            n for n in range(count) if keys[n % 5] == series.key
+        )
+        assert list(series.values) == [float(n) for n in series.timestamps]
 
 
 def wait_for_piece(snapshot: Snapshot) -> Series:
