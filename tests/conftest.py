@@ -9,6 +9,8 @@ import pytest
 
 from metrics_lab import BackgroundServer, serve_in_background
 
+pytest_plugins = ["tests.pg_cluster"]  # PostgreSQL fixtures: pg_cluster, pg_url
+
 TIMEOUT = 5.0
 """Seconds any test waits for a socket before failing (never reached when things work)."""
 

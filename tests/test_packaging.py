@@ -18,7 +18,7 @@ def _name(requirement: str) -> str:
 def test_environment_yml_lists_exactly_the_pyproject_dependencies() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     pip_side = {_name(r) for r in project["dependencies"]}
-    for extra in ("lab", "dev"):
+    for extra in ("lab", "dev", "postgres"):
         pip_side |= {_name(r) for r in project["optional-dependencies"][extra]}
     environment = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
     conda_side: set[str] = set()
@@ -27,7 +27,8 @@ def test_environment_yml_lists_exactly_the_pyproject_dependencies() -> None:
             conda_side |= {_name(r) for r in entry["pip"] if not r.startswith("-")}
         else:
             conda_side.add(_name(entry))
-    conda_side -= {"python", "pip"}
+    # postgresql: the database server's programs (for tests and notebook 07), not on PyPI.
+    conda_side -= {"python", "pip", "postgresql"}
     assert conda_side == pip_side
 
 
