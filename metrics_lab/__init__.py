@@ -8,7 +8,8 @@ The public API, all importable from here (pandas and matplotlib are imported onl
 - :func:`run_server`, :class:`MetricsServer`: the asyncio server (``server``)
 - :func:`serve_in_background`: a server in a thread, for notebooks and tests (``background``)
 - :class:`MemoryStore`, :class:`Storage`: where points live (``storage``)
-- :class:`SQLiteStore`, :class:`StoreOpenError`: points in an SQLite file (``sqlite_store``)
+- :class:`SQLiteStore`: points in an SQLite file (``sqlite_store``); :class:`StoreOpenError`: a
+  store that cannot be opened (``storage``)
 - :class:`WireLog`: a record of the bytes a client sent and received (``wire``)
 
 The wire format itself lives in :mod:`metrics_lab.protocol`, shared by all of the above.
@@ -33,8 +34,8 @@ from metrics_lab.errors import (
     RequestRejectedError,
 )
 from metrics_lab.server import MetricsServer, run_server
-from metrics_lab.sqlite_store import SQLiteStore, StoreOpenError
-from metrics_lab.storage import MemoryStore, Series, Storage
+from metrics_lab.sqlite_store import SQLiteStore
+from metrics_lab.storage import MemoryStore, Series, Storage, StoreOpenError
 from metrics_lab.wire import WireEvent, WireLog
 
 __all__ = [

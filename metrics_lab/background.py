@@ -239,7 +239,7 @@ def serve_in_background(
     ``server_options`` go to :class:`~metrics_lab.server.MetricsServer`. ``db=PATH`` keeps
     the points in an SQLite file instead (:class:`~metrics_lab.sqlite_store.SQLiteStore`),
     which the background server opens now and closes when it stops; it raises
-    :class:`~metrics_lab.sqlite_store.StoreOpenError` if the file cannot be used. Several may
+    :class:`~metrics_lab.storage.StoreOpenError` if the file cannot be used. Several may
     run side by side; each stops with ``.stop()`` or at the end of a ``with`` block.
     """
     if db is not None and store is not None:

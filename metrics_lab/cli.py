@@ -35,8 +35,7 @@ from metrics_lab.server import (
     LoopUnavailableError,
     run_server,
 )
-from metrics_lab.sqlite_store import StoreOpenError
-from metrics_lab.storage import StoreFailure
+from metrics_lab.storage import StoreFailure, StoreOpenError
 from metrics_lab.stores import open_store
 from metrics_lab.synthetic import fleet
 from metrics_lab.wire import WireLog

@@ -36,7 +36,7 @@ server's event loop:
   fails the requests that needed it; the next request reconnects, with a growing pause
   (up to 2 s) between failed attempts during which requests fail at once. An
   unreachable database, a wrong password, a missing database or a bad URL when the store
-  opens raise :class:`~metrics_lab.sqlite_store.StoreOpenError`, one line.
+  opens raise :class:`~metrics_lab.storage.StoreOpenError`, one line.
 
 The schema, created on first use, in one transaction, when neither table exists::
 
@@ -80,8 +80,15 @@ from typing import Any, Final
 import psycopg
 from psycopg import errors
 
-from metrics_lab.sqlite_store import StoreOpenError
-from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, Snapshot, Storage, StoreFailure
+from metrics_lab.storage import (
+    SNAPSHOT_PIECE,
+    PointBatch,
+    Series,
+    Snapshot,
+    Storage,
+    StoreFailure,
+    StoreOpenError,
+)
 
 __all__ = [
     "FETCH_ROWS",
@@ -184,7 +191,7 @@ class PostgresStore(Storage):
 
     ``url`` is a ``postgresql://user:password@host:port/dbname`` URL (libpq's parameters
     may follow ``?``). Opening connects, checks or creates the schema, and raises
-    :class:`~metrics_lab.sqlite_store.StoreOpenError` if any of that fails.
+    :class:`~metrics_lab.storage.StoreOpenError` if any of that fails.
     ``statement_timeout`` (seconds) bounds every statement; ``connect_timeout`` every
     connection attempt. ``writers`` is how many connections write, each its share of the
     keys; ``readers`` how many gets stream at once (each holds a

@@ -79,6 +79,7 @@ from metrics_lab.storage import (
     Snapshot,
     Storage,
     StoreFailure,
+    StoreOpenError,
 )
 
 __all__ = [
@@ -152,10 +153,6 @@ _DAMAGE_ERRORS: Final = (
 )
 
 Synchronous = Literal["FULL", "NORMAL"]
-
-
-class StoreOpenError(Exception):
-    """The store cannot be opened; the message is one line that says why and what to check."""
 
 
 class _Damaged(Exception):

@@ -42,6 +42,7 @@ __all__ = [
     "Snapshot",
     "Storage",
     "StoreFailure",
+    "StoreOpenError",
 ]
 
 
@@ -88,6 +89,10 @@ class Series(NamedTuple):
 
 Snapshot = Iterator["Series | Future[None]"]
 """What :meth:`Storage.snapshot` returns: pieces of series, or a future to wait for."""
+
+
+class StoreOpenError(Exception):
+    """A store cannot be opened; the message is one line that says why and what to check."""
 
 
 class StoreFailure(Exception):

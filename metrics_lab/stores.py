@@ -26,7 +26,7 @@ def open_store(db: str | os.PathLike[str]) -> Storage:
     """Open the store that ``db`` names: ``postgresql://...`` is a PostgreSQL database (the
     ``postgres`` extra), anything else the path of an SQLite file.
 
-    Raises :class:`~metrics_lab.sqlite_store.StoreOpenError`, a one-line message, if it
+    Raises :class:`~metrics_lab.storage.StoreOpenError`, a one-line message, if it
     cannot be opened.
     """
     text = os.fspath(db)

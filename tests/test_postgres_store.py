@@ -20,8 +20,14 @@ from metrics_lab.postgres_store import (
     PostgresStore,
 )
 from metrics_lab.session import STORE_ERROR_ANSWER, ServerSession
-from metrics_lab.sqlite_store import StoreOpenError
-from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, Snapshot, StoreFailure
+from metrics_lab.storage import (
+    SNAPSHOT_PIECE,
+    PointBatch,
+    Series,
+    Snapshot,
+    StoreFailure,
+    StoreOpenError,
+)
 from metrics_lab.stores import open_store
 from tests.conftest import read_answers, unused_port
 from tests.serve_process import run_serve

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from metrics_lab import Client, ClientError, serve_in_background
-from metrics_lab.sqlite_store import APPLICATION_ID, SQLiteStore, StoreOpenError
-from metrics_lab.storage import PointBatch, StoreFailure
+from metrics_lab.sqlite_store import APPLICATION_ID, SQLiteStore
+from metrics_lab.storage import PointBatch, StoreFailure, StoreOpenError
 from tests.serve_process import ServeProcess, run_serve
 
 TIMEOUT = 10.0
