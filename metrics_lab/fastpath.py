@@ -1,7 +1,7 @@
 """The fast path: a parser that takes a whole block of puts in one go.
 
 It replaces one step of :class:`~metrics_lab.session.ServerSession`, how a block of received
-lines becomes requests, and nothing else. Where :class:`~metrics_lab.session.SimpleParser`
+lines becomes requests, and nothing else. Where :class:`~metrics_lab.protocol.SimpleParser`
 makes one :class:`~metrics_lab.protocol.PutRequest` per line, :class:`FastParser` turns a
 block of nothing but valid puts into one :class:`~metrics_lab.storage.PointBatch`, checked
 with a few C-speed passes over the whole block, which the session writes to the store at
@@ -20,9 +20,15 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from metrics_lab.protocol import INT64_MAX, INT64_MIN, WrongCommandError, parse_key
-from metrics_lab.session import Item, SimpleParser
-from metrics_lab.storage import PointBatch
+from metrics_lab.protocol import (
+    INT64_MAX,
+    INT64_MIN,
+    Item,
+    PointBatch,
+    SimpleParser,
+    WrongCommandError,
+    parse_key,
+)
 
 __all__ = ["BLOCK_LINES", "KEY_CACHE_BYTES", "FastParser", "KeyCache"]
 
@@ -79,7 +85,7 @@ class KeyCache(dict[bytes, str]):
 
 
 class FastParser(SimpleParser):
-    """A :class:`~metrics_lab.session.SimpleParser` that parses blocks of puts at once.
+    """A :class:`~metrics_lab.protocol.SimpleParser` that parses blocks of puts at once.
 
     One per server: its :class:`KeyCache` is shared by the server's connections.
     """

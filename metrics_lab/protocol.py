@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal
@@ -52,10 +52,13 @@ __all__ = [
     "Answer",
     "AnswerReader",
     "GetRequest",
+    "Item",
     "LineReader",
     "NeedData",
+    "PointBatch",
     "PutRequest",
     "Request",
+    "SimpleParser",
     "WrongCommandError",
     "check_put_answer",
     "encode_get",
@@ -112,6 +115,39 @@ class GetRequest:
 Request = PutRequest | GetRequest
 
 
+@dataclass(slots=True)
+class PointBatch:
+    """Points in the order they were put, as three columns: ``keys[i]``, ``values[i]``,
+    ``timestamps[i]`` make point ``i``. The one shape a point has from parser to store.
+
+    Treat it as read-only. (It is not a frozen dataclass only because the server makes one
+    per lone put, and a frozen dataclass takes several times longer to make.)
+
+    >>> batch = PointBatch.of([("cpu", 0.5, 1), ("mem", 7.0, 1)])
+    >>> len(batch), list(batch)
+    (2, [('cpu', 0.5, 1), ('mem', 7.0, 1)])
+    """
+
+    keys: Sequence[str]
+    values: Sequence[float]
+    timestamps: Sequence[int]
+
+    @classmethod
+    def of(cls, points: Iterable[tuple[str, float, int]]) -> PointBatch:
+        """A batch of ``(key, value, timestamp)`` tuples, the order ``Client.put`` takes."""
+        columns = tuple(zip(*points, strict=True))
+        if not columns:
+            return cls((), (), ())
+        keys, values, timestamps = columns
+        return cls(keys, values, timestamps)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[tuple[str, float, int]]:
+        return zip(self.keys, self.values, self.timestamps, strict=True)
+
+
 class WrongCommandError(ValueError):
     """A request line that the protocol does not allow; the server answers ``ERROR_ANSWER``."""
 
@@ -150,6 +186,31 @@ def parse_request(line: bytes) -> Request | None:
         # A get key that no put could have stored (bad UTF-8, say) simply matches nothing.
         return GetRequest(fields[1].decode("utf-8", "surrogateescape"))
     raise WrongCommandError(f"unknown command {command[:32]!r}")
+
+
+Item = Request | PointBatch | WrongCommandError
+"""One thing to answer: a request, a batch of puts (the fast path's), or a wrong command."""
+
+
+class SimpleParser:
+    """Turns a block of complete lines into requests, one line at a time, as PROTOCOL.md reads.
+
+    >>> SimpleParser().parse(b"put a 1 2\\n\\nget\\n")
+    [PutRequest(key='a', value=1.0, timestamp=2), WrongCommandError('get takes 1 field, got 0')]
+    """
+
+    def parse(self, block: bytes) -> list[Item]:
+        """The requests in ``block`` (whole lines, each ended by ``\\n``), blank lines left out."""
+        items: list[Item] = []
+        for line in block.split(b"\n")[:-1]:
+            try:
+                request = parse_request(line)
+            except WrongCommandError as wrong:
+                items.append(wrong)
+                continue
+            if request is not None:
+                items.append(request)
+        return items
 
 
 def parse_key(raw: bytes) -> str:

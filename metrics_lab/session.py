@@ -24,9 +24,10 @@ The rules it keeps:
 - A request line longer than ``max_line`` is answered ``error`` and ends the session.
 
 The asyncio server (:mod:`metrics_lab.server`) only moves bytes between a socket and a session.
-How a block of received lines becomes requests is one replaceable step, the
-:class:`SimpleParser` below; :mod:`metrics_lab.fastpath` replaces it with one that takes a
-block of puts in one go.
+How a block of received lines becomes requests is one replaceable step, a parser: the
+protocol module's :class:`~metrics_lab.protocol.SimpleParser` reads a line at a time, and
+:mod:`metrics_lab.fastpath` offers one that takes a block of puts in one go. Both live below
+the session, so a request travels down from here, never back up.
 """
 
 from __future__ import annotations
@@ -42,14 +43,15 @@ from metrics_lab.protocol import (
     ERROR_ANSWER,
     OK_ANSWER,
     GetRequest,
+    Item,
     LineReader,
+    PointBatch,
     PutRequest,
-    Request,
+    SimpleParser,
     WrongCommandError,
     encode_series_lines,
-    parse_request,
 )
-from metrics_lab.storage import STORED, PointBatch, Snapshot, Storage
+from metrics_lab.storage import STORED, Snapshot, Storage
 
 __all__ = [
     "ANSWER_BATCH",
@@ -74,30 +76,6 @@ ANSWER_PIECE: Final = 64 * 1024
 
 STORE_ERROR_ANSWER: Final = b"error\nstore unavailable\n\n"
 """The answer to a request that the store could not serve (PROTOCOL.md, "When the store fails")."""
-
-Item = Request | PointBatch | WrongCommandError
-"""One thing to answer: a request, a batch of puts (the fast path's), or a wrong command."""
-
-
-class SimpleParser:
-    """Turns a block of complete lines into requests, one line at a time, as PROTOCOL.md reads.
-
-    >>> SimpleParser().parse(b"put a 1 2\\n\\nget\\n")
-    [PutRequest(key='a', value=1.0, timestamp=2), WrongCommandError('get takes 1 field, got 0')]
-    """
-
-    def parse(self, block: bytes) -> list[Item]:
-        """The requests in ``block`` (whole lines, each ended by ``\\n``), blank lines left out."""
-        items: list[Item] = []
-        for line in block.split(b"\n")[:-1]:
-            try:
-                request = parse_request(line)
-            except WrongCommandError as wrong:
-                items.append(wrong)
-                continue
-            if request is not None:
-                items.append(request)
-        return items
 
 
 class ServerSession:
