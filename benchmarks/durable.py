@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import queue
 import re
 import socket
@@ -48,11 +49,11 @@ _LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
 class Server:
     """``metrics-lab serve --port 0`` (with ``--db`` if given) in a child process."""
 
-    def __init__(self, db: Path | None) -> None:
+    def __init__(self, db: str | os.PathLike[str] | None) -> None:
         command = [sys.executable, "-m", "metrics_lab", "serve", "--port", "0"]
         command += ["--idle-timeout", "0"]
         if db is not None:
-            command += ["--db", str(db)]
+            command += ["--db", os.fspath(db)]
         self.proc = subprocess.Popen(
             command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
@@ -94,7 +95,8 @@ class Server:
         return False
 
     def stop(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:  # a benchmark may have killed it already
+            self.proc.terminate()
         self.proc.wait(TIMEOUT)
         if self.proc.stderr is not None:
             self.proc.stderr.close()

@@ -29,11 +29,8 @@ import contextlib
 import functools
 import io
 import os
-import queue
-import re
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,51 +41,14 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.durable import load
+from benchmarks.durable import Server, load
 from metrics_lab.postgres_cluster import Cluster, temporary_cluster
 from metrics_lab.postgres_store import POINTS_TABLE, SCHEMA_TABLE, UPSERT_STATEMENT, PostgresStore
 
 TIMEOUT = 60.0
-_LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
 
 
 # --- servers and load ---------------------------------------------------------------------
-
-
-class Server:
-    """``metrics-lab serve --port 0 [--db DB]`` in a child process, and its address."""
-
-    def __init__(self, db: str | None) -> None:
-        command = [sys.executable, "-m", "metrics_lab", "serve", "--port", "0"]
-        if db is not None:
-            command += ["--db", db]
-        self.proc = subprocess.Popen(
-            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def drain() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=drain, daemon=True).start()
-        while True:
-            line = lines.get(timeout=TIMEOUT)
-            if line is None:
-                raise RuntimeError("the server exited before it listened")
-            found = _LISTENING.search(line)
-            if found:
-                self.address = (found[1], int(found[2]))
-                return
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait(TIMEOUT)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @contextlib.contextmanager
