@@ -44,6 +44,7 @@ __all__ = [
     "Storage",
     "StoreFailure",
     "StoreOpenError",
+    "whole_series",
 ]
 
 
@@ -112,17 +113,31 @@ class Storage(ABC):
 
     def read(self, key: str | None = None) -> list[Series]:
         """Return ``key``'s series (``[]`` if none), or every series for ``None``, whole."""
-        whole: list[Series] = []
-        for piece in self.snapshot(key):
-            if isinstance(piece, Future):
-                piece.result()  # wait until the store has the next piece
-                continue
-            if whole and whole[-1].key == piece.key:
-                whole[-1].timestamps.extend(piece.timestamps)  # type: ignore[attr-defined]
-                whole[-1].values.extend(piece.values)  # type: ignore[attr-defined]
-            else:
-                whole.append(Series(piece.key, list(piece.timestamps), list(piece.values)))
-        return whole
+        return whole_series(self.snapshot(key))
+
+
+def whole_series(snapshot: Snapshot) -> list[Series]:
+    """Read a snapshot out to the end, waiting where it asks to, one :class:`Series` per key.
+
+    >>> store = MemoryStore()
+    >>> store.put_many([("cpu", 0.5, 1)])
+    >>> whole_series(store.snapshot())
+    [Series(key='cpu', timestamps=[1], values=[0.5])]
+    """
+    keys: list[str] = []
+    timestamps: list[list[int]] = []
+    values: list[list[float]] = []
+    for piece in snapshot:
+        if isinstance(piece, Future):
+            piece.result()  # wait until the store has the next piece
+            continue
+        if not keys or keys[-1] != piece.key:
+            keys.append(piece.key)
+            timestamps.append([])
+            values.append([])
+        timestamps[-1].extend(piece.timestamps)
+        values[-1].extend(piece.values)
+    return [Series(*series) for series in zip(keys, timestamps, values, strict=True)]
 
 
 INT64_TYPECODE: Final = "l" if array("l").itemsize == 8 else "q"

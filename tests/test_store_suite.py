@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 
 from metrics_lab import MemoryStore, Storage
 from metrics_lab.sqlite_store import SQLiteStore
-from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series
+from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, whole_series
 
 StoreFactory = Callable[[], Storage]
 
@@ -57,21 +56,7 @@ def rows(store: Storage, key: str | None = None) -> list[Row]:
 def snapshot_rows(store: Storage, key: str | None = None) -> Callable[[], list[Row]]:
     """Take a snapshot now; the returned function reads it out (later) as whole rows."""
     pieces = store.snapshot(key)
-
-    def read_out() -> list[Row]:
-        whole: list[Row] = []
-        for piece in pieces:
-            if isinstance(piece, Future):
-                piece.result()
-                continue
-            if whole and whole[-1][0] == piece.key:
-                whole[-1][1].extend(piece.timestamps)
-                whole[-1][2].extend(piece.values)
-            else:
-                whole.append((piece.key, list(piece.timestamps), list(piece.values)))
-        return whole
-
-    return read_out
+    return lambda: [(s.key, list(s.timestamps), list(s.values)) for s in whole_series(pieces)]
 
 
 def test_empty_store_reads_nothing(store: Storage) -> None:
