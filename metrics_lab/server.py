@@ -115,7 +115,7 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        if b"\n" in data:  # a request line is complete: a sign of life
+        if self._idle_timer is not None and b"\n" in data:  # a line is complete: a sign of life
             self._last_active = self._loop.time()
         self._session.receive_data(data)
         self._send()
