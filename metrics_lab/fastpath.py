@@ -17,7 +17,7 @@ values=[0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25], timestamps=[1, 2, 1, 2, 1, 
 
 from __future__ import annotations
 
-import math
+from math import isfinite
 from typing import Final
 
 from metrics_lab.protocol import (
@@ -43,6 +43,8 @@ KEY_CACHE_BYTES: Final = 1 << 20
 _VALUE_CHARACTERS: Final = b"0123456789.eE+-"
 _TIMESTAMP_CHARACTERS: Final = b"0123456789+-"
 _SPACE: Final = b" "
+# Up to 18 digits is below 10**18, inside 64 bits whatever they are.
+_SAFE_TIMESTAMP_DIGITS: Final = 19
 
 
 class KeyCache(dict[bytes, str]):
@@ -96,13 +98,12 @@ class FastParser(SimpleParser):
     def parse(self, block: bytes) -> list[Item]:
         """The same requests as :meth:`SimpleParser.parse`, a block of puts as one batch."""
         count = block.count(b"\n")
-        batch = (
-            self.parse_put_line(block)
-            if count == 1
-            else self.parse_put_block(block)
-            if count >= BLOCK_LINES
-            else None
-        )
+        if count == 1:
+            batch = self.parse_put_line(block)
+        elif count >= BLOCK_LINES:
+            batch = self.parse_put_block(block)
+        else:
+            batch = None
         return super().parse(block) if batch is None else [batch]
 
     def parse_put_line(self, line: bytes) -> PointBatch | None:
@@ -113,25 +114,33 @@ class FastParser(SimpleParser):
         >>> FastParser().parse_put_line(b"put cpu 0.5 1\\n")
         PointBatch(keys=('cpu',), values=(0.5,), timestamps=(1,))
         """
-        fields = line.split(b" ")
-        if len(fields) != 4 or fields[0] != b"put":
+        try:
+            command, raw_key, raw_value, raw_timestamp = line.split(b" ")
+        except ValueError:  # not four fields
             return None
-        _, raw_key, raw_value, raw_timestamp = fields
-        raw_timestamp = raw_timestamp[:-2] if raw_timestamp[-2:] == b"\r\n" else raw_timestamp[:-1]
-        if (
-            line[-1:] != b"\n"
-            or not raw_value
-            or not raw_timestamp
-            or raw_value.translate(None, _VALUE_CHARACTERS)
-            or raw_timestamp.translate(None, _TIMESTAMP_CHARACTERS)
-        ):
+        if command != b"put" or raw_timestamp[-1:] != b"\n":
+            return None
+        raw_timestamp = raw_timestamp[:-1]
+        if raw_timestamp.isdigit() and len(raw_timestamp) < _SAFE_TIMESTAMP_DIGITS:
+            timestamp = int(raw_timestamp)  # the usual case: digits that fit 64 bits for sure
+        else:
+            if raw_timestamp[-1:] == b"\r":
+                raw_timestamp = raw_timestamp[:-1]  # one \r before the \n is ignored
+            if not raw_timestamp or raw_timestamp.translate(None, _TIMESTAMP_CHARACTERS):
+                return None
+            try:
+                timestamp = int(raw_timestamp)
+            except ValueError:  # "+-1", or more digits than int() agrees to read
+                return None
+            if not INT64_MIN <= timestamp <= INT64_MAX:
+                return None
+        if not raw_value or raw_value.translate(None, _VALUE_CHARACTERS):
             return None
         try:
             value = float(raw_value)
-            timestamp = int(raw_timestamp)
-        except ValueError:  # "1.2.3", "+-1", "e5", or more digits than int() agrees to read
+        except ValueError:  # "1.2.3", "+-1", "e5"
             return None
-        if not math.isfinite(value) or not INT64_MIN <= timestamp <= INT64_MAX:
+        if not isfinite(value):
             return None
         key = self.key_cache.get(raw_key) or self.key_cache.learn(raw_key)
         if key is None:
@@ -169,7 +178,7 @@ class FastParser(SimpleParser):
         except ValueError:  # "1.2.3", "+-1", "e5", or more digits than int() agrees to read
             return None
         # (A sum that overflows sends finite values to the simple path too: merely slower.)
-        if not math.isfinite(sum(values)):
+        if not isfinite(sum(values)):
             return None
         if min(timestamps) < INT64_MIN or max(timestamps) > INT64_MAX:
             return None

@@ -279,6 +279,9 @@ class LineReader:
         The block is ``b""`` or whole lines each ended by ``\\n``: the same lines as
         :meth:`receive_data` gives, not yet split, so a fast path can parse them all at once.
         """
+        if data[-1:] == b"\n" and not self._buffer and len(data) <= self.max_line:
+            # The usual case, a chunk of whole lines and nothing left from the last one.
+            return b"" if self.too_long else data
         if self.too_long:
             return b""
         end = data.rfind(b"\n") + 1
@@ -322,12 +325,12 @@ def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[flo
 
 
 def encode_series_lines(key: str, timestamps: Sequence[int], values: Sequence[float]) -> bytes:
-    """Encode the data lines of one key's points: ``<key> <value> <timestamp>\n`` each.
+    """Encode the data lines of one key's points: ``<key> <value> <timestamp>\\n`` each.
 
     Values are written as ``repr(float)``, the shortest text that reads back to the same float.
 
     >>> encode_series_lines("cpu", [1, 2], [0.5, 2.0])
-    b'cpu 0.5 1\ncpu 2.0 2\n'
+    b'cpu 0.5 1\\ncpu 2.0 2\\n'
     """
     prefix = key + " "
     pairs = zip(timestamps, values, strict=True)

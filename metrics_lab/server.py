@@ -141,11 +141,11 @@ class _Connection(asyncio.Protocol):
                 if data:
                     transport.write(data)
                     written += len(data)
-                    self._bytes_written += len(data)
                 if len(data) < ANSWER_BATCH:
                     break  # that was all the session had ready
                 if written >= ANSWER_BATCH:
                     # Fair to the other connections: go on in the next turn of the loop.
+                    self._bytes_written += written
                     self._send_scheduled = True
                     self._loop.call_soon(self._send)
                     return
@@ -153,6 +153,7 @@ class _Connection(asyncio.Protocol):
             logger.warning("%s: the store failed mid-answer; closing", self._peer, exc_info=True)
             transport.abort()
             return
+        self._bytes_written += written
         waiting_for = session.waiting_for
         if waiting_for is not None:
             self._wait_for(waiting_for)

@@ -98,7 +98,7 @@ class ServerSession:
         self._requests: deque[Item] = deque()  # received, not yet run
         self._answers: deque[_Answer] = deque()  # run, not yet sent whole
         self._unstored: deque[Future[None]] = deque()  # this session's writes still pending
-        self._ready = bytearray()  # finished answers before any in _answers
+        self._ready: list[bytes] = []  # finished answers before any in _answers
         self._ended = False  # no request will come any more
         self._reading = False  # a get's answer is queued: the next get waits for it
 
@@ -122,7 +122,7 @@ class ServerSession:
         ``b""`` means nothing is ready: everything is sent, or the next answer waits for the
         store (see :attr:`waiting_for`).
         """
-        ready = bytes(self._ready)
+        ready = b"".join(self._ready)
         self._ready.clear()
         answers = self._answers
         if not answers:  # the usual case: every answer is finished
@@ -176,43 +176,48 @@ class ServerSession:
         """
         requests = self._requests
         while requests and len(self._answers) < MAX_QUEUED_ANSWERS:
-            item = requests[0]
-            if isinstance(item, GetRequest):
-                while self._unstored and self._unstored[0].done():
-                    self._unstored.popleft()
-                if self._unstored or self._reading:
-                    return
-            requests.popleft()
-            self._run(item)
+            if isinstance(requests[0], GetRequest) and not self._may_read():
+                return
+            self._run(requests.popleft())
+
+    def _may_read(self) -> bool:
+        """Whether a get may run: its connection's earlier puts are stored, and the get
+        before it is answered."""
+        unstored = self._unstored
+        while unstored and unstored[0].done():
+            unstored.popleft()
+        return not unstored and not self._reading
 
     def _run(self, item: Item) -> None:
+        """Run one request and queue its answer: finished, or waiting for the store."""
         if isinstance(item, GetRequest):
             self._answers.append(_Points(self.store, None if item.key == ALL_KEYS else item.key))
             self._reading = True
-        elif isinstance(item, WrongCommandError):
-            logger.debug("wrong command: %s", item)
-            self._answer_now(ERROR_ANSWER)
-        else:
-            batch = _one_point(item) if isinstance(item, PutRequest) else item
-            written = self.store.write(batch)
-            count = len(batch.keys)
-            if written is STORED:  # the usual case for a memory store: answered at once
-                self._answer_now(OK_ANSWER * count)
-                return
-            if not written.done():
-                self._unstored.append(written)
-            self._answers.append(_Written(written, count))
-
-    def _answer_now(self, data: bytes) -> None:
-        """Queue a finished answer, joined to the finished ones before it."""
-        if not self._answers:
-            self._ready += data
             return
+        if isinstance(item, WrongCommandError):
+            logger.debug("wrong command: %s", item)
+            answer = ERROR_ANSWER
+        else:
+            batch = item if isinstance(item, PointBatch) else _one_point(item)
+            written = self.store.write(batch)
+            if written is not STORED:  # a durable store: answered once it has committed
+                if not written.done():
+                    self._unstored.append(written)
+                self._answers.append(_Written(written, len(batch.keys)))
+                return
+            answer = OK_ANSWER * len(batch.keys)  # a memory store stored the points at once
+        if self._answers:  # behind an answer still in the making
+            self._answer_later(answer)
+        else:
+            self._ready.append(answer)
+
+    def _answer_later(self, answer: bytes) -> None:
+        """Queue a finished answer behind one that is not: joined to the finished ones."""
         last = self._answers[-1]
         if isinstance(last, _Bytes) and last.data is not None:
-            last.data += data
+            last.data += answer
         else:
-            self._answers.append(_Bytes(data))
+            self._answers.append(_Bytes(answer))
 
 
 def _one_point(put: PutRequest) -> PointBatch:

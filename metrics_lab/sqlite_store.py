@@ -80,6 +80,7 @@ from metrics_lab.storage import (
     Storage,
     StoreFailure,
     StoreOpenError,
+    failed_write,
 )
 
 __all__ = [
@@ -417,10 +418,10 @@ class SQLiteStore(Storage):
         try:
             pending = _pending(batch)
         except (TypeError, ValueError, OverflowError) as exc:
-            return _failed(f"{self.path} cannot hold these points: {_one_line(exc)}")
+            return failed_write(f"{self.path} cannot hold these points: {_one_line(exc)}")
         with self._wakeup:
             if self._closing:
-                return _failed(f"the store {self.path} is closed")
+                return failed_write(f"the store {self.path} is closed")
             self._queue.append(pending)
             self._wakeup.notify()
         return pending.future
@@ -687,12 +688,6 @@ def _series_row(key: str, pieces: Snapshot) -> tuple[str, bytes, bytes]:
             timestamps.extend(piece.timestamps)
             values.extend(piece.values)
     return key, _pack(timestamps), _pack(values)
-
-
-def _failed(message: str) -> Future[None]:
-    failed: Future[None] = Future()
-    failed.set_exception(StoreFailure(message))
-    return failed
 
 
 def _checked_size(size: int | None) -> int | None:

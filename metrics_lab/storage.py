@@ -44,6 +44,7 @@ __all__ = [
     "Storage",
     "StoreFailure",
     "StoreOpenError",
+    "failed_write",
     "whole_series",
 ]
 
@@ -76,6 +77,14 @@ def _stored() -> Future[None]:
 
 STORED: Final = _stored()
 """The future a store returns for points it stored at once (already done, no exception)."""
+
+
+def failed_write(message: str) -> Future[None]:
+    """A future already failed with :class:`StoreFailure` (``message``): points not stored."""
+    failed: Future[None] = Future()
+    failed.set_exception(StoreFailure(message))
+    return failed
+
 
 SNAPSHOT_PIECE: Final = 4096
 """At most this many points per :class:`Series` piece of a snapshot, so that a key of a
@@ -240,10 +249,13 @@ class MemoryStore(Storage):
         (the protocol never lets either through); the points before it are stored.
         """
         columns = self._columns
+        keys, values, timestamps = batch.keys, batch.values, batch.timestamps
+        if not len(keys) == len(values) == len(timestamps):
+            return failed_write("a batch's columns differ in length")
         try:
-            for key, value, timestamp in zip(
-                batch.keys, batch.values, batch.timestamps, strict=True
-            ):
+            # No strict= keyword: any keyword makes zip() slower than storing one point.
+            # The lengths were checked above.
+            for key, value, timestamp in zip(keys, values, timestamps):  # noqa: B905
                 column = columns.get(key)
                 if column is None:
                     column = columns[key] = _Column()
@@ -256,9 +268,7 @@ class MemoryStore(Storage):
                 else:
                     column.append(timestamp, value)
         except (OverflowError, TypeError, ValueError) as exc:
-            failed: Future[None] = Future()
-            failed.set_exception(StoreFailure(f"the memory store cannot hold that point: {exc}"))
-            return failed
+            return failed_write(f"the memory store cannot hold that point: {exc}")
         return STORED
 
     def snapshot(self, key: str | None = None) -> Snapshot:

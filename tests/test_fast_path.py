@@ -56,6 +56,9 @@ VALID_PUTS = [
     b"put cpu -0 +0",
     b"put \xd0\xba 2.5e-3 9",
     b"put put 1 2",
+    b"put cpu 1 007",
+    b"put cpu 1 999999999999999999\r",
+    b"put cpu 1 -9223372036854775808",
 ]
 OTHER_LINES = [
     b"get cpu",
@@ -76,6 +79,10 @@ OTHER_LINES = [
     b"put cpu 1 99999999999999999999",
     b"put cpu 1 -9223372036854775809",
     b"put cpu 1 9223372036854775807",
+    b"put cpu 1 9223372036854775808",
+    b"put cpu 1 2\r\r",
+    b"put cpu 1 \r",
+    b"put cpu 1 +",
     b"PUT cpu 1 1",
     b"put cpu 1",
     b"got cpu",
