@@ -176,11 +176,15 @@ class _Fold:
     hash order, the fold of a million keys took a minute). Sorting them all at once would
     hold the GIL, and so stop the server, for a second; so they are sorted a run at a time,
     one run per step of the fold, then merged lazily as the chunks are taken.
+
+    The keys are held in tuples, not lists: the garbage collector stops tracking a tuple of
+    strings, where it would visit a list of a million keys at every full collection.
     """
 
-    def __init__(self, keys: list[str], last_id: int, first_id: int) -> None:
+    def __init__(self, keys: tuple[str, ...], last_id: int, first_id: int) -> None:
         self.unsorted = keys
-        self.runs: list[list[str]] = []
+        self.sorted_to = 0  # unsorted[:sorted_to] are in runs
+        self.runs: list[tuple[str, ...]] = []
         self.merged: Iterator[str] | None = None
         self.current: list[str] = []  # the chunk being written
         self.left = len(keys)  # keys not yet written to series
@@ -189,10 +193,11 @@ class _Fold:
 
     def sort_a_run(self) -> bool:
         """Sort the next run of keys; return whether there was one to sort."""
-        if not self.unsorted:
+        start = self.sorted_to
+        if start >= len(self.unsorted):
             return False
-        self.runs.append(sorted(self.unsorted[-_SORT_RUN:]))
-        del self.unsorted[-_SORT_RUN:]
+        self.sorted_to = start + _SORT_RUN
+        self.runs.append(tuple(sorted(self.unsorted[start : self.sorted_to])))
         return True
 
     def chunk(self, count: int) -> list[str]:
@@ -252,7 +257,10 @@ class SQLiteStore(Storage):
         self._max_size = _checked_size(max_size_bytes)
         self._size_changed = True
         # The worker's own state (and the constructor's, before the worker starts).
-        self._changed: set[str] = set()  # keys journaled since the current fold began
+        # Keys journaled since the current fold began. A dict (of None), not a set: the
+        # garbage collector does not track a dict of strings, and a set of a million keys
+        # would cost every full collection a visit to each.
+        self._changed: dict[str, None] = {}
         self._journaled = 0  # points journaled since the current fold began
         self._fold: _Fold | None = None
         self._fold_wanted = False  # a journal was left by a crash: fold it soon
@@ -382,7 +390,7 @@ class SQLiteStore(Storage):
             if len(joined.split()) != len(keys) or len(timestamps) != len(keys):
                 raise _Damaged("a journal row whose keys and points do not match")
             memory.write(PointBatch(keys, values, timestamps)).result()
-            self._changed.update(keys)
+            self._changed.update(dict.fromkeys(keys))
             self._journaled += len(keys)
             self._fold_wanted = True
 
@@ -542,7 +550,7 @@ class SQLiteStore(Storage):
             batch = pending.batch
             with self._memory_lock:
                 stored = self._memory.write(batch)
-            self._changed.update(batch.keys)
+            self._changed.update(dict.fromkeys(batch.keys))
             self._journaled += len(batch)
             failure = stored.exception()  # never, for points _pending accepted
             if failure is None:
@@ -624,8 +632,8 @@ class SQLiteStore(Storage):
     def _start_fold(self) -> _Fold | None:
         """Take the keys changed so far, and the journal rows that hold them, for a fold."""
         first, last = self._db.execute("SELECT min(id), max(id) FROM journal").fetchone()
-        keys = list(self._changed)
-        self._changed = set()
+        keys = tuple(self._changed)
+        self._changed = {}
         self._journaled = 0
         self._fold_wanted = False
         if last is None:

@@ -6,6 +6,7 @@ view fixed at the call, ``put_many`` and ``read`` wait for them.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,6 +134,21 @@ def test_many_points_many_keys(store: Storage) -> None:
     series = store.read()
     assert [s.key for s in series] == [f"host{i}.cpu" for i in range(7)]
     assert all(list(s.timestamps) == list(range(1000)) for s in series)
+
+
+def test_keys_add_nothing_for_the_garbage_collector_to_track(store: Storage) -> None:
+    # A full collection visits every tracked object: with one per key, a million keys made
+    # each take 0.3 s, every client of the server waiting (benchmarks.durable found it).
+    keys = 20_000
+    store.put_many([("warm-up", 1.0, 1)])
+    gc.collect()
+    before = len(gc.get_objects())
+    store.put_many([(f"k{index}", 1.0, index) for index in range(keys)])
+    store.put_many([(f"k{index}", 2.0, index + 1) for index in range(0, keys, 2)])
+    store.put_many([(f"k{index}", 3.0, 0) for index in range(0, keys, 3)])  # out of order
+    assert store.read("k6")[0].timestamps == [0, 6, 7]  # a read sorts that column
+    gc.collect()
+    assert len(gc.get_objects()) - before < keys // 100
 
 
 def test_a_big_key_comes_in_pieces_that_make_it_whole(store: Storage) -> None:
