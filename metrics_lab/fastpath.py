@@ -30,10 +30,7 @@ from metrics_lab.protocol import (
     parse_key,
 )
 
-__all__ = ["BLOCK_LINES", "KEY_CACHE_BYTES", "FastParser", "KeyCache"]
-
-BLOCK_LINES: Final = 8
-"""From how many lines a block is tried as one batch of puts (below, a lone put is tried)."""
+__all__ = ["KEY_CACHE_BYTES", "FastParser", "KeyCache"]
 
 KEY_CACHE_BYTES: Final = 1 << 20
 """How many bytes of keys a :class:`KeyCache` holds before it starts over."""
@@ -42,9 +39,11 @@ KEY_CACHE_BYTES: Final = 1 << 20
 # int() accepts are exactly the grammar's literals (no "1_000", "inf", "nan", "0x10", spaces).
 _VALUE_CHARACTERS: Final = b"0123456789.eE+-"
 _TIMESTAMP_CHARACTERS: Final = b"0123456789+-"
-_SPACE: Final = b" "
-# Up to 18 digits is below 10**18, inside 64 bits whatever they are.
+# Fewer digits than this is below 10**18, inside 64 bits whatever they are.
 _SAFE_TIMESTAMP_DIGITS: Final = 19
+# Every byte that bytes.split() does not split on, and the whitespace of one put line.
+_NOT_WHITESPACE: Final = bytes(byte for byte in range(256) if not bytes([byte]).isspace())
+_LINE_SEPARATORS: Final = b"   \n"
 
 
 class KeyCache(dict[bytes, str]):
@@ -97,13 +96,10 @@ class FastParser(SimpleParser):
 
     def parse(self, block: bytes) -> list[Item]:
         """The same requests as :meth:`SimpleParser.parse`, a block of puts as one batch."""
-        count = block.count(b"\n")
-        if count == 1:
+        if block.find(b"\n") == len(block) - 1:  # one line
             batch = self.parse_put_line(block)
-        elif count >= BLOCK_LINES:
-            batch = self.parse_put_block(block)
         else:
-            batch = None
+            batch = self.parse_put_block(block)
         return super().parse(block) if batch is None else [batch]
 
     def parse_put_line(self, line: bytes) -> PointBatch | None:
@@ -159,14 +155,17 @@ class FastParser(SimpleParser):
         if b"\r" in block:
             block = block.replace(b"\r\n", b"\n")  # one trailing \r per line is ignored
         fields = block.split()  # on any whitespace runs; the check below makes sure of the shape
-        commands, raw_keys, raw_values, raw_timestamps = (fields[i::4] for i in range(4))
-        count = len(commands)
-        if not count or commands.count(b"put") != count or len(fields) != 4 * count:
+        count = len(fields) // 4
+        if not count or len(fields) != 4 * count:
             return None
-        # Rebuilt with single spaces and line ends, the fields must give back the very block:
-        # so every line was "put <key> <value> <timestamp>" and the fields line up four by four.
-        lines = map(_SPACE.join, zip(commands, raw_keys, raw_values, raw_timestamps, strict=True))
-        if b"\n".join(lines) + b"\n" != block:
+        # The block's whitespace, in order, must be three spaces and a line end for each
+        # line. Each run of split()'s fields ends at one whitespace character; with as many
+        # fields as whitespace characters, none is doubled or leading, so each line is
+        # exactly four fields with single spaces between them.
+        if block.translate(None, _NOT_WHITESPACE) != _LINE_SEPARATORS * count:
+            return None
+        commands, raw_keys, raw_values, raw_timestamps = (fields[i::4] for i in range(4))
+        if commands.count(b"put") != count:
             return None
         if b"".join(raw_values).translate(None, _VALUE_CHARACTERS):
             return None

@@ -148,7 +148,7 @@ def test_put_block_parses_exactly_like_parse_request(block_lines: list[bytes]) -
 
 
 FIELDS = [b"put", b"get", b"k", b"1", b"2.5", b"-3"]
-SEPARATORS = [b" ", b" ", b" ", b" ", b"  ", b"\t", b"\r"]
+SEPARATORS = [b" ", b" ", b" ", b" ", b"  ", b"\t", b"\r", b"\x0b"]
 near_lines = st.lists(
     st.tuples(st.sampled_from(SEPARATORS), st.sampled_from(FIELDS)), min_size=1, max_size=6
 ).map(lambda parts: parts[0][1] + b"".join(sep + field for sep, field in parts[1:]))
@@ -157,6 +157,7 @@ near_lines = st.lists(
 @settings(max_examples=1000, deadline=None)
 @given(st.lists(near_lines, min_size=1, max_size=6))
 @example([b"put k 1 2 put", b"put 1 2"])
+@example([b"put k 1", b"2 put k 3 4"])
 @example([b"put k 1 2", b"put", b"put k 1 2 put 1 2"])
 def test_put_block_never_accepts_what_the_line_parse_refuses(block_lines: list[bytes]) -> None:
     # Lines of one to six fields: blocks whose fields still line up four by four although
@@ -164,7 +165,7 @@ def test_put_block_never_accepts_what_the_line_parse_refuses(block_lines: list[b
     block = b"".join(line + b"\n" for line in block_lines)
     batch = parse_put_block(block)
     expected = [_parse_or_none(line) for line in block_lines]
-    canonical = not any(odd in block for odd in (b"  ", b"\t", b"\r"))
+    canonical = not any(odd in block for odd in (b"  ", b"\t", b"\r", b"\x0b"))
     if canonical and all(isinstance(request, PutRequest) for request in expected):
         assert batch is not None  # single spaces, valid puts: the fast path takes it
     if batch is None:
