@@ -155,7 +155,7 @@ macOS), because appending an int above 2**30 (every Unix timestamp) to a ``"q"``
 slower conversion; Windows' long has 32 bits, so there it is ``"q"``."""
 
 
-_POINT: Final = struct.Struct("=qd")
+_POINT: Final = struct.Struct("qd")  # native, as the arrays of _split() read them
 """A point as a :class:`MemoryStore` keeps it: timestamp and value, 16 bytes."""
 
 
