@@ -22,6 +22,9 @@ The rules it keeps:
   peer takes it. The answer is encoded a piece at a time, as :meth:`~ServerSession.data_to_send`
   is called, so a ``get *`` of a million points never sits in memory whole.
 - A request line longer than ``max_line`` is answered ``error`` and ends the session.
+- Requests wait, unrun, while :data:`MAX_QUEUED_ANSWERS` answers are queued or
+  :data:`MAX_UNSTORED_POINTS` points wait for the store; meanwhile :attr:`~ServerSession.wants_data`
+  is false, and the server stops reading from the peer.
 
 The asyncio server (:mod:`metrics_lab.server`) only moves bytes between a socket and a session.
 How a block of received lines becomes requests is one replaceable step, a parser: the
@@ -71,6 +74,11 @@ MAX_QUEUED_ANSWERS: Final = 1024
 """How many answers a session keeps queued before it stops running requests (and its server
 stops reading from the peer) until the peer takes some."""
 
+MAX_UNSTORED_POINTS: Final = 65_536
+"""How many of its points a session lets wait for the store before it stops running requests
+(and its server stops reading from the peer) until the store catches up: a store slower than
+its clients holds a bounded number of their points, not whatever they manage to send."""
+
 ANSWER_PIECE: Final = 64 * 1024
 """About how many bytes of a get's answer are encoded at a time."""
 
@@ -99,6 +107,7 @@ class ServerSession:
         self._answers: deque[_Answer] = deque()  # run, not yet sent whole
         self._unstored: deque[Future[None]] = deque()  # this session's writes still pending
         self._ready: list[bytes] = []  # finished answers before any in _answers
+        self._unstored_points = 0  # in the _Written answers queued
         self._ended = False  # no request will come any more
         self._reading = False  # a get's answer is queued: the next get waits for it
 
@@ -132,8 +141,11 @@ class ServerSession:
         while answers and size < limit:
             piece = answers[0].next_piece()
             if piece is None:  # that answer is complete
-                if isinstance(answers.popleft(), _Points):
+                answer = answers.popleft()
+                if isinstance(answer, _Points):
                     self._reading = False
+                elif isinstance(answer, _Written):
+                    self._unstored_points -= answer.count
                 if self._requests:
                     self._run_ready()  # a get may have waited for that answer
             elif isinstance(piece, bytes):
@@ -175,7 +187,11 @@ class ServerSession:
         that one connection holds one snapshot at a time.
         """
         requests = self._requests
-        while requests and len(self._answers) < MAX_QUEUED_ANSWERS:
+        while (
+            requests
+            and len(self._answers) < MAX_QUEUED_ANSWERS
+            and self._unstored_points < MAX_UNSTORED_POINTS
+        ):
             if isinstance(requests[0], GetRequest) and not self._may_read():
                 return
             self._run(requests.popleft())
@@ -204,6 +220,7 @@ class ServerSession:
                 if not written.done():
                     self._unstored.append(written)
                 self._answers.append(_Written(written, len(batch.keys)))
+                self._unstored_points += len(batch.keys)
                 return
             answer = OK_ANSWER * len(batch.keys)  # a memory store stored the points at once
         if self._answers:  # behind an answer still in the making
@@ -257,7 +274,7 @@ class _Written(_Answer):
 
     def __init__(self, written: Future[None], count: int) -> None:
         self._written: Future[None] | None = written
-        self._count = count
+        self.count = count
 
     def next_piece(self) -> bytes | Future[None] | None:
         written = self._written
@@ -268,9 +285,9 @@ class _Written(_Answer):
         self._written = None
         failure = written.exception()
         if failure is None:
-            return OK_ANSWER * self._count
-        logger.warning("the store failed to take %d point(s): %s", self._count, failure)
-        return STORE_ERROR_ANSWER * self._count
+            return OK_ANSWER * self.count
+        logger.warning("the store failed to take %d point(s): %s", self.count, failure)
+        return STORE_ERROR_ANSWER * self.count
 
     def peek(self) -> Future[None] | None:
         return self._written

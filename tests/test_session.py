@@ -13,7 +13,13 @@ import pytest
 
 from metrics_lab import MemoryStore
 from metrics_lab.fastpath import FastParser
-from metrics_lab.session import ANSWER_BATCH, STORE_ERROR_ANSWER, ServerSession, SimpleParser
+from metrics_lab.session import (
+    ANSWER_BATCH,
+    MAX_UNSTORED_POINTS,
+    STORE_ERROR_ANSWER,
+    ServerSession,
+    SimpleParser,
+)
 from metrics_lab.storage import PointBatch, Snapshot, StoreFailure
 from tests.test_server import ERROR, OK, WIRE
 
@@ -93,6 +99,26 @@ def test_ok_waits_for_the_commit_and_a_get_waits_for_earlier_puts() -> None:
     store.commit()
     assert session.data_to_send() == OK
     assert session.waiting_for is None
+    assert session.wants_data
+
+
+def test_points_waiting_for_the_store_are_bounded() -> None:
+    # A store slower than its client: the session stops running puts (and its server stops
+    # reading) once MAX_UNSTORED_POINTS wait, and goes on as the store catches up.
+    store = LaterStore()
+    session = ServerSession(store, parser=FastParser())
+    block = b"".join(b"put k%d 1 %d\n" % (i % 10, i) for i in range(1000))
+    blocks = MAX_UNSTORED_POINTS // 1000 + 10
+    for _ in range(blocks):
+        session.receive_data(block)
+    waiting = sum(len(batch) for batch, _ in store.pending)
+    assert MAX_UNSTORED_POINTS <= waiting < MAX_UNSTORED_POINTS + 1000
+    assert not session.wants_data
+    answered = b""
+    while store.pending:
+        store.commit()
+        answered += drain(session)
+    assert answered == OK * 1000 * blocks
     assert session.wants_data
 
 
