@@ -20,7 +20,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.load import OK, put_lines
+from benchmarks.durable import send_and_check
+from benchmarks.load import put_lines
 from benchmarks.run import ServerKind, server_kinds
 
 LONE_PUTS = (500, 1_500)
@@ -35,17 +36,7 @@ def _drive(port: int, lines: list[bytes], per_write: int) -> None:
     """Send ``lines``, ``per_write`` of them a write, each write's answers awaited."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         for start in range(0, len(lines), per_write):
-            chunk = lines[start : start + per_write]
-            sock.sendall(b"".join(chunk))
-            expected = OK * len(chunk)
-            answer = b""
-            while len(answer) < len(expected):
-                data = sock.recv(1 << 20)
-                if not data:
-                    raise RuntimeError("the server closed the connection")
-                answer += data
-            if answer != expected:
-                raise RuntimeError(f"unexpected answer: {answer[:60]!r}")
+            send_and_check(sock, b"".join(lines[start : start + per_write]))
 
 
 def _instructions(kind: ServerKind, lines: list[bytes], per_write: int) -> int:

@@ -44,6 +44,7 @@ import psycopg
 from benchmarks.durable import Server, load
 from metrics_lab.postgres_cluster import Cluster, temporary_cluster
 from metrics_lab.postgres_store import POINTS_TABLE, SCHEMA_TABLE, UPSERT_STATEMENT, PostgresStore
+from metrics_lab.protocol import encode_puts
 
 TIMEOUT = 60.0
 
@@ -85,8 +86,8 @@ def workload(connections: int, points: int, batch: int) -> list[list[Batch]]:
 
 def wire(batches: list[Batch]) -> list[bytes]:
     return [
-        "".join(f"put {k} {v!r} {t}\n" for k, t, v in zip(*b, strict=True)).encode()
-        for b in batches
+        encode_puts(zip(keys, values, stamps, strict=True), now=0)
+        for keys, stamps, values in batches
     ]
 
 
@@ -296,23 +297,46 @@ def read_whole_answer(address: tuple[str, int]) -> int:
 
 
 class Ingest(threading.Thread):
-    """Pipelined puts of ``key`` in batches; records acknowledged timestamps and refusals."""
+    """Pipelined puts of ``key`` (``value`` each) at timestamps 0, 1, ... in batches.
 
-    def __init__(self, address: tuple[str, int], key: str, batch: int = 200) -> None:
+    Records which timestamps were acknowledged (``ok``) and how many were refused
+    (``error``); ends after ``count`` points (``None``: no end), when the server goes away
+    (then ``cut_off`` is set), or once ``stopping`` is set (:meth:`stop`).
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        key: str,
+        batch: int = 200,
+        count: int | None = None,
+        value: float = 1.0,
+    ) -> None:
         super().__init__(daemon=True)
         self.address, self.key, self.batch = address, key, batch
+        self.count, self.value = count, value
         self.acked: list[int] = []
         self.refused = 0
+        self.cut_off = False  # the server went away mid-ingest
         self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(TIMEOUT)
 
     def run(self) -> None:
         with socket.create_connection(self.address, timeout=TIMEOUT) as sock:
             start = 0
-            while not self.stopping.is_set():
-                stamps = range(start, start + self.batch)
-                start += self.batch
+            while not self.stopping.is_set() and (self.count is None or start < self.count):
+                end = start + self.batch
+                if self.count is not None:
+                    end = min(end, self.count)
+                stamps = range(start, end)
+                start = end
                 try:
-                    sock.sendall(b"".join(f"put {self.key} 1.0 {t}\n".encode() for t in stamps))
+                    sock.sendall(
+                        b"".join(f"put {self.key} {self.value!r} {t}\n".encode() for t in stamps)
+                    )
                     data = b""
                     while data.count(b"\n\n") < len(stamps):
                         chunk = sock.recv(65536)
@@ -320,7 +344,7 @@ class Ingest(threading.Thread):
                             break
                         data += chunk
                 except OSError:
-                    return
+                    data = b""
                 answers = data.split(b"\n\n")[:-1]
                 for stamp, answer in zip(stamps, answers, strict=False):
                     if answer == b"ok":
@@ -328,6 +352,7 @@ class Ingest(threading.Thread):
                     else:
                         self.refused += 1
                 if len(answers) < len(stamps):
+                    self.cut_off = True
                     return
 
 
@@ -339,10 +364,13 @@ def wait_for(condition: Callable[[], bool]) -> None:
         time.sleep(0.02)
 
 
-def lost(url: str, key: str, acked: list[int]) -> int:
+def stored_timestamps(url: str, key: str) -> set[int]:
     with psycopg.connect(url) as db:
-        stored = {t for (t,) in db.execute(f"SELECT ts FROM {POINTS_TABLE} WHERE key = %s", (key,))}
-    return len(set(acked) - stored)
+        return {t for (t,) in db.execute(f"SELECT ts FROM {POINTS_TABLE} WHERE key = %s", (key,))}
+
+
+def lost(url: str, key: str, acked: list[int]) -> int:
+    return len(set(acked) - stored_timestamps(url, key))
 
 
 def faults(url: str, cluster: Cluster | None, args: argparse.Namespace) -> None:
@@ -372,8 +400,7 @@ def faults(url: str, cluster: Cluster | None, args: argparse.Namespace) -> None:
             cluster.start()
             before = len(ingest.acked)
             wait_for(lambda: len(ingest.acked) > before + 5_000)  # noqa: B023 (this round's)
-            ingest.stopping.set()
-            ingest.join(TIMEOUT)
+            ingest.stop()
             alive = server.proc.poll() is None
         missing = lost(url, key, ingest.acked)
         print(

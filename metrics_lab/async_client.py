@@ -133,11 +133,8 @@ class AsyncClient(ClientBase):
                             answered = exchange.answered
                             deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
                 return exchange.result()
-            except BaseException as exc:  # CancelledError too: see ClientBase._must_close
-                if self._must_close(exc, exchange):
-                    self._abandon(writer)
-                if isinstance(exc, OSError):  # TimeoutError included
-                    raise self._exchange_failed(exc) from exc
+            except BaseException as exc:  # CancelledError too: see ClientBase._failed
+                self._failed(exc, exchange, writer)
                 raise
 
     def _abandon(self, writer: asyncio.StreamWriter) -> None:
@@ -160,11 +157,10 @@ class AsyncClient(ClientBase):
         try:
             async with asyncio.timeout(grace):
                 await writer.wait_closed()
-        except OSError:  # TimeoutError included; or the peer already hung up
-            writer.transport.abort()
-        except BaseException:
-            writer.transport.abort()
-            raise
+        except BaseException as exc:
+            writer.transport.abort()  # no polite close (in time): drop the connection
+            if not isinstance(exc, OSError):  # TimeoutError is one; a cancellation is not
+                raise
 
     async def __aenter__(self) -> Self:
         await self.connect()

@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (``sys.argv[1:]`` by default); return the exit status."""
     args = _parser().parse_args(argv)
     try:
+        # serve, put and get take --port; serve may take 0 (any port), put and get may not.
+        if "port" in args and (problem := _port_problem(args.port, allow_any=args.any_port)):
+            print(f"metrics-lab: {problem}", file=sys.stderr)
+            return 2
         status: int = args.run(args)
     except ClientError as exc:
         print(f"metrics-lab: {exc}", file=sys.stderr)
@@ -122,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_address(parser: argparse.ArgumentParser, *, client: bool = False) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
+    parser.set_defaults(any_port=not client)  # a server may listen on port 0 (any free one)
     if client:
         parser.add_argument(
             "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds (default: %(default)s)"
@@ -163,9 +168,6 @@ def _number(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if (problem := _port_problem(args.port, allow_any=True)) is not None:
-        print(f"metrics-lab: {problem}", file=sys.stderr)
-        return 2
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=args.log_level, format=log_format)
     store = None if args.db is None else open_store(args.db)  # fails before we listen
@@ -191,9 +193,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _put(args: argparse.Namespace) -> int:
-    if (problem := _port_problem(args.port)) is not None:
-        print(f"metrics-lab: {problem}", file=sys.stderr)
-        return 2
     timestamp = int(time.time()) if args.timestamp is None else args.timestamp
     with _client(args) as client:
         client.put(args.key, args.value, timestamp)
@@ -205,9 +204,6 @@ def _put(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
-    if (problem := _port_problem(args.port)) is not None:
-        print(f"metrics-lab: {problem}", file=sys.stderr)
-        return 2
     with _client(args) as client:
         points = client.get(args.key)
     rows = [

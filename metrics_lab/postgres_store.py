@@ -88,6 +88,8 @@ from metrics_lab.storage import (
     Storage,
     StoreFailure,
     StoreOpenError,
+    failed_write,
+    one_line,
 )
 
 __all__ = [
@@ -150,10 +152,6 @@ _MAX_PAUSE: Final = 2.0  # seconds between reconnection attempts, at most
 _RETRIES: Final = 3  # attempts of a group that a deadlock or serialization failure rolled back
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 class _Health:
     """When to try the database again after a failed connection: pauses that double to 2 s."""
 
@@ -176,7 +174,7 @@ class _Health:
         with self._lock:
             self._pause = min(max(self._pause * 2, 0.05), _MAX_PAUSE)
             self._next_try = time.monotonic() + self._pause
-            self.last_error = _one_line(exc)
+            self.last_error = one_line(exc)
 
     def succeeded(self) -> bool:
         """Forget the failures; return whether there were any."""
@@ -223,7 +221,7 @@ class PostgresStore(Storage):
         try:
             first = self._connect()
         except psycopg.Error as exc:
-            raise StoreOpenError(f"cannot open database {_safe(url)}: {_one_line(exc)}") from exc
+            raise StoreOpenError(f"cannot open database {_safe(url)}: {one_line(exc)}") from exc
         try:
             self._prepare(first)
         except BaseException:
@@ -286,7 +284,7 @@ class PostgresStore(Storage):
                 continue  # another server created the tables at the same moment: check again
             except psycopg.Error as exc:
                 raise StoreOpenError(
-                    f"cannot use database {_safe(self.url)}: {_one_line(exc)}"
+                    f"cannot use database {_safe(self.url)}: {one_line(exc)}"
                 ) from exc
         raise StoreOpenError(f"cannot create the tables in {_safe(self.url)}")
 
@@ -348,8 +346,7 @@ class PostgresStore(Storage):
         pending = _Pending(batch, future, len(self._lanes))
         with self._queue_ready:
             if self._closed:
-                future.set_exception(StoreFailure("the store is closed"))
-                return future
+                return failed_write("the store is closed")
             for lane in self._lanes:
                 lane.append(pending)
             self._queue_ready.notify_all()
@@ -406,7 +403,7 @@ class PostgresStore(Storage):
                 return db, exc
             except psycopg.Error as exc:
                 db = self._after_error(db)
-                failure = StoreFailure(f"the database failed: {_one_line(exc)}")
+                failure = StoreFailure(f"the database failed: {one_line(exc)}")
                 if not isinstance(exc, errors.SerializationFailure | errors.DeadlockDetected):
                     break
         return db, failure
@@ -417,7 +414,7 @@ class PostgresStore(Storage):
         try:
             db.commit()
         except psycopg.Error as exc:
-            return self._after_error(db), StoreFailure(f"the commit failed: {_one_line(exc)}")
+            return self._after_error(db), StoreFailure(f"the commit failed: {one_line(exc)}")
         return db, None
 
     def _reconnect(self, db: psycopg.Connection[Any] | None) -> psycopg.Connection[Any]:
@@ -429,8 +426,8 @@ class PostgresStore(Storage):
             fresh = self._connect()
         except psycopg.Error as exc:
             self._health.failed(exc)
-            logger.warning("cannot reach the database: %s", _one_line(exc))
-            raise StoreFailure(f"cannot reach the database: {_one_line(exc)}") from exc
+            logger.warning("cannot reach the database: %s", one_line(exc))
+            raise StoreFailure(f"cannot reach the database: {one_line(exc)}") from exc
         if self._health.succeeded():
             logger.warning("reconnected to the database")
         return fresh
@@ -503,12 +500,12 @@ class PostgresStore(Storage):
                 else:
                     with contextlib.suppress(psycopg.Error):
                         db.rollback()
-                raise StoreFailure(f"the database failed: {_one_line(exc)}") from exc
+                raise StoreFailure(f"the database failed: {one_line(exc)}") from exc
             stream.finish(None)
         except StoreFailure as exc:
             stream.finish(exc)
         except BaseException as exc:
-            stream.finish(StoreFailure(f"reading failed: {_one_line(exc)}"))
+            stream.finish(StoreFailure(f"reading failed: {one_line(exc)}"))
             raise
         finally:
             with self._lock:
@@ -554,8 +551,7 @@ class PostgresStore(Storage):
                 return
             self._closed = True
             self._queue_ready.notify_all()
-        with self._lock:
-            self._closed = True
+        with self._lock:  # orders close against a snapshot registering its stream
             streams = list(self._streams)
         for stream in streams:
             stream.abandon()

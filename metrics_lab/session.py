@@ -105,9 +105,9 @@ class ServerSession:
         self._lines = LineReader(max_line)
         self._requests: deque[Item] = deque()  # received, not yet run
         self._answers: deque[_Answer] = deque()  # run, not yet sent whole
-        self._unstored: deque[Future[None]] = deque()  # this session's writes still pending
+        self._unstored: deque[tuple[Future[None], int]] = deque()  # pending writes, points
+        self._unstored_points = 0  # how many points those writes hold
         self._ready: list[bytes] = []  # finished answers before any in _answers
-        self._unstored_points = 0  # in the _Written answers queued
         self._ended = False  # no request will come any more
         self._reading = False  # a get's answer is queued: the next get waits for it
 
@@ -141,11 +141,8 @@ class ServerSession:
         while answers and size < limit:
             piece = answers[0].next_piece()
             if piece is None:  # that answer is complete
-                answer = answers.popleft()
-                if isinstance(answer, _Points):
+                if isinstance(answers.popleft(), _Points):
                     self._reading = False
-                elif isinstance(answer, _Written):
-                    self._unstored_points -= answer.count
                 if self._requests:
                     self._run_ready()  # a get may have waited for that answer
             elif isinstance(piece, bytes):
@@ -187,6 +184,8 @@ class ServerSession:
         that one connection holds one snapshot at a time.
         """
         requests = self._requests
+        if self._unstored:  # (a memory store leaves none: no call on its hot path)
+            self._forget_stored()
         while (
             requests
             and len(self._answers) < MAX_QUEUED_ANSWERS
@@ -199,10 +198,14 @@ class ServerSession:
     def _may_read(self) -> bool:
         """Whether a get may run: its connection's earlier puts are stored, and the get
         before it is answered."""
+        self._forget_stored()
+        return not self._unstored and not self._reading
+
+    def _forget_stored(self) -> None:
+        """Drop the writes the store has finished, oldest first, from the pending ones."""
         unstored = self._unstored
-        while unstored and unstored[0].done():
-            unstored.popleft()
-        return not unstored and not self._reading
+        while unstored and unstored[0][0].done():
+            self._unstored_points -= unstored.popleft()[1]
 
     def _run(self, item: Item) -> None:
         """Run one request and queue its answer: finished, or waiting for the store."""
@@ -218,9 +221,9 @@ class ServerSession:
             written = self.store.write(batch)
             if written is not STORED:  # a durable store: answered once it has committed
                 if not written.done():
-                    self._unstored.append(written)
+                    self._unstored.append((written, len(batch.keys)))
+                    self._unstored_points += len(batch.keys)
                 self._answers.append(_Written(written, len(batch.keys)))
-                self._unstored_points += len(batch.keys)
                 return
             answer = OK_ANSWER * len(batch.keys)  # a memory store stored the points at once
         if self._answers:  # behind an answer still in the making
@@ -274,7 +277,7 @@ class _Written(_Answer):
 
     def __init__(self, written: Future[None], count: int) -> None:
         self._written: Future[None] | None = written
-        self.count = count
+        self._count = count
 
     def next_piece(self) -> bytes | Future[None] | None:
         written = self._written
@@ -285,9 +288,9 @@ class _Written(_Answer):
         self._written = None
         failure = written.exception()
         if failure is None:
-            return OK_ANSWER * self.count
-        logger.warning("the store failed to take %d point(s): %s", self.count, failure)
-        return STORE_ERROR_ANSWER * self.count
+            return OK_ANSWER * self._count
+        logger.warning("the store failed to take %d point(s): %s", self._count, failure)
+        return STORE_ERROR_ANSWER * self._count
 
     def peek(self) -> Future[None] | None:
         return self._written

@@ -81,6 +81,7 @@ from metrics_lab.storage import (
     StoreFailure,
     StoreOpenError,
     failed_write,
+    one_line,
 )
 
 __all__ = [
@@ -255,7 +256,7 @@ class SQLiteStore(Storage):
         self._queue: list[_Pending] = []
         self._closing = False
         self._max_size = _checked_size(max_size_bytes)
-        self._size_changed = True
+        self._size_changed = False  # the constructor applies the first cap itself
         # The worker's own state (and the constructor's, before the worker starts).
         # Keys journaled since the current fold began. A dict (of None), not a set: the
         # garbage collector does not track a dict of strings, and a set of a million keys
@@ -291,7 +292,7 @@ class SQLiteStore(Storage):
             self._db.close()
             raise StoreOpenError(
                 f"cannot open database {self.path}: the file is damaged "
-                f"({_one_line(exc)}); {_DAMAGED_HINT}"
+                f"({one_line(exc)}); {_DAMAGED_HINT}"
             ) from exc
         self._worker = threading.Thread(
             target=self._run, name=f"SQLiteStore({self.path.name})", daemon=True
@@ -395,7 +396,7 @@ class SQLiteStore(Storage):
             self._fold_wanted = True
 
     def _explain(self, exc: sqlite3.Error) -> str:
-        message = _one_line(exc)
+        message = one_line(exc)
         name = getattr(exc, "sqlite_errorname", "")
         if "locked" in message or "busy" in message:
             hint = "another process (a second server?) is using it"
@@ -426,7 +427,7 @@ class SQLiteStore(Storage):
         try:
             pending = _pending(batch)
         except (TypeError, ValueError, OverflowError) as exc:
-            return failed_write(f"{self.path} cannot hold these points: {_one_line(exc)}")
+            return failed_write(f"{self.path} cannot hold these points: {one_line(exc)}")
         with self._wakeup:
             if self._closing:
                 return failed_write(f"the store {self.path} is closed")
@@ -483,7 +484,7 @@ class SQLiteStore(Storage):
         error, self._close_error = self._close_error, None
         if first and error is not None:
             raise StoreFailure(
-                f"could not finish writing {self.path}: {_one_line(error)}; every acknowledged "
+                f"could not finish writing {self.path}: {one_line(error)}; every acknowledged "
                 "point is in its journal and comes back when it is opened again"
             ) from error
 
@@ -526,24 +527,22 @@ class SQLiteStore(Storage):
         """Write the group's rows in one transaction; then store them, or fail them all."""
         db = self._db
         try:
-            db.execute("BEGIN")
-            db.executemany(_INSERT_JOURNAL, [pending.row for pending in group])
-            db.execute("COMMIT")
+            with self._transaction():
+                db.executemany(_INSERT_JOURNAL, [pending.row for pending in group])
         except Exception as exc:
             # SQLite may have rolled back the whole transaction by itself (SQLITE_FULL
             # does): whatever it did, none of the group is committed.
-            self._roll_back()
             points = sum(len(pending.batch) for pending in group)
             logger.warning(
                 "the database %s refused %d point(s) from %d batch(es): %s",
                 self.path,
                 points,
                 len(group),
-                _one_line(exc),
+                one_line(exc),
             )
             for pending in group:
                 pending.future.set_exception(
-                    StoreFailure(f"the database {self.path} refused the points: {_one_line(exc)}")
+                    StoreFailure(f"the database {self.path} refused the points: {one_line(exc)}")
                 )
             return
         for pending in group:
@@ -564,22 +563,23 @@ class SQLiteStore(Storage):
             if db.in_transaction:
                 db.execute("ROLLBACK")
         except sqlite3.Error as exc:  # the next BEGIN will tell if the connection is unusable
-            logger.warning("rolling back on %s failed: %s", self.path, _one_line(exc))
+            logger.warning("rolling back on %s failed: %s", self.path, one_line(exc))
 
     def _apply_size_cap(self) -> None:
         size = self._max_size
         pages = self._no_cap if size is None else max(1, size // self._page_size)
         self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
 
+    def _fold_wanted_now(self) -> bool:
+        """Whether a fold is under way, asked for, or due by the points journaled."""
+        return self._fold is not None or self._fold_wanted or self._journaled >= self.compact_every
+
     def _fold_due(self) -> bool:
-        wanted = (
-            self._fold is not None or self._fold_wanted or self._journaled >= self.compact_every
-        )
-        return wanted and time.monotonic() >= self._fold_retry_at
+        return self._fold_wanted_now() and time.monotonic() >= self._fold_retry_at
 
     def _fold_wait(self) -> float | None:
         """How long the worker may sleep before a delayed fold is due (``None``: forever)."""
-        if self._fold is None and not self._fold_wanted and self._journaled < self.compact_every:
+        if not self._fold_wanted_now():
             return None
         return max(0.0, self._fold_retry_at - time.monotonic())
 
@@ -596,7 +596,7 @@ class SQLiteStore(Storage):
                 "(no committed point is affected): %s",
                 self.path,
                 FOLD_RETRY_DELAY,
-                _one_line(exc),
+                one_line(exc),
             )
 
     def _fold_step(self) -> None:
@@ -654,7 +654,7 @@ class SQLiteStore(Storage):
         except Exception as exc:
             self._roll_back()
             self._close_error = exc
-            logger.warning("closing %s: %s", self.path, _one_line(exc))
+            logger.warning("closing %s: %s", self.path, one_line(exc))
         finally:
             db.close()
 
@@ -702,11 +702,6 @@ def _checked_size(size: int | None) -> int | None:
     if size is not None and size < 1:
         raise ValueError(f"max_size_bytes must be positive or None, not {size}")
     return size
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 # The file holds little-endian numbers whatever machine wrote it.

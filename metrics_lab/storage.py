@@ -45,6 +45,7 @@ __all__ = [
     "StoreFailure",
     "StoreOpenError",
     "failed_write",
+    "one_line",
     "whole_series",
 ]
 
@@ -77,6 +78,11 @@ def _stored() -> Future[None]:
 
 STORED: Final = _stored()
 """The future a store returns for points it stored at once (already done, no exception)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a log or an error message (its type if it says nothing)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def failed_write(message: str) -> Future[None]:

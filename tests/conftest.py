@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Iterator
 
@@ -60,3 +61,21 @@ def unused_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def cut_at_random(data: bytes, rng: random.Random, cuts: int) -> list[bytes]:
+    """``data`` cut at ``min(cuts, len(data) - 1)`` distinct positions drawn with ``rng``."""
+    points = sorted(rng.sample(range(1, len(data)), k=min(len(data) - 1, cuts)))
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def cut(data: bytes, how: str, seed: int | str = 0, cuts: int = 4) -> list[bytes]:
+    """``data`` as chunks: ``"whole"``, ``"byte-by-byte"`` or ``"random"`` (``cuts`` cuts,
+    drawn from ``random.Random(seed)``, so the same seed always cuts at the same places)."""
+    if how == "whole":
+        return [data]
+    if how == "byte-by-byte":
+        return [data[i : i + 1] for i in range(len(data))]
+    if how == "random":
+        return cut_at_random(data, random.Random(seed), cuts)
+    raise ValueError(f"unknown way to cut: {how!r}")

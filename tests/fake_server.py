@@ -126,16 +126,26 @@ def reset(conn: socket.socket) -> None:
     conn.close()
 
 
-def answer_ok(conn: socket.socket) -> None:
-    """A well-behaved server for one connection: ``ok`` with no data to every request line."""
+def _ok(line: bytes) -> bytes:
+    return b"ok\n\n"
+
+
+def answer_ok(
+    conn: socket.socket, answer: Callable[[bytes], bytes] = _ok, recv_size: int = 65536
+) -> None:
+    """A well-behaved server for one connection: ``ok`` with no data to every request line.
+
+    ``answer`` gives another answer to each line (without its ``\\n``); the answers to the
+    lines of one received chunk (of at most ``recv_size`` bytes) go out in one write.
+    """
     buffered = b""
     while True:
-        chunk = conn.recv(65536)
+        chunk = conn.recv(recv_size)
         if not chunk:
             return
         buffered += chunk
         *lines, buffered = buffered.split(b"\n")
-        conn.sendall(b"ok\n\n" * len(lines))
+        conn.sendall(b"".join(answer(line) for line in lines))
 
 
 # --- a toy metrics server with one switch per fault ----------------------------------------

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -21,10 +22,25 @@ _LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
 
 
 class ServeProcess:
-    """Start ``python -m metrics_lab serve --port 0 <args>``; ``.address`` once it listens."""
+    """Start ``python -m metrics_lab serve --port 0 <args>``; ``.address`` once it listens.
 
-    def __init__(self, *args: str) -> None:
+    ``argv`` replaces that whole command line (no ``args`` then), for a child that runs the
+    server its own way but logs the same listening line; ``start_timeout`` bounds the wait
+    for that line.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        argv: Sequence[str] | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        if argv is not None and args:
+            raise TypeError("give either args or argv, not both")
         command = [sys.executable, "-m", "metrics_lab", "serve", "--port", "0", *args]
+        if argv is not None:
+            command = list(argv)
+        self._start_timeout = start_timeout
         self.proc = subprocess.Popen(
             command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
@@ -43,7 +59,7 @@ class ServeProcess:
     def _wait_for_address(self) -> tuple[str, int]:
         while True:
             try:
-                line = self._lines.get(timeout=START_TIMEOUT)
+                line = self._lines.get(timeout=self._start_timeout)
             except queue.Empty:
                 self.kill()
                 raise RuntimeError(f"the server did not start: {''.join(self.log)}") from None
@@ -65,6 +81,12 @@ class ServeProcess:
                 raise AssertionError(f"no log line with {text!r}: {''.join(self.log)}")
             if text in line:
                 return line
+
+    def wait_for_end_of_log(self, timeout: float = START_TIMEOUT) -> str:
+        """Wait until the child has closed its log (it has exited); return the whole log."""
+        while self._lines.get(timeout=timeout) is not None:
+            pass
+        return "".join(self.log)
 
     @property
     def pid(self) -> int:

@@ -8,7 +8,6 @@ or stop reading, so a call can end only by its own timeout, never by the test's 
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ from metrics_lab import (
     RemoteProtocolError,
 )
 from metrics_lab.protocol import NEED_DATA, OK_ANSWER, Answer, AnswerReader, encode_put, encode_puts
+from tests.conftest import cut
 from tests.fake_server import FakeServer, read_request
 
 TIMEOUT = 5.0
@@ -44,13 +44,8 @@ def answer_of_size(size: int) -> bytes:
 
 
 def cuts(data: bytes, how: str, seed: int = 0) -> list[bytes]:
-    if how == "whole":
-        return [data]
-    if how == "byte by byte":
-        return [data[i : i + 1] for i in range(len(data))]
-    rng = random.Random(seed)
-    points = sorted(rng.sample(range(1, len(data)), min(12, len(data) - 1)))
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    """``data`` cut as ``how`` (one of :data:`HOW`) says; random cuts: 12 of them."""
+    return cut(data, HOW[how], seed, cuts=12)
 
 
 def read_one(reader: AnswerReader, chunks: list[bytes]) -> Answer:
@@ -64,7 +59,8 @@ def read_one(reader: AnswerReader, chunks: list[bytes]) -> Answer:
 
 # --- the reader, fed every way -----------------------------------------------------------
 
-HOW = ["whole", "byte by byte", "random cuts"]
+HOW = {"whole": "whole", "byte by byte": "byte-by-byte", "random cuts": "random"}
+"""The ways to cut an answer (as the tests name them), and :func:`tests.conftest.cut`'s."""
 
 
 @pytest.mark.parametrize("how", HOW)

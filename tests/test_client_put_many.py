@@ -24,7 +24,7 @@ from metrics_lab import (
 )
 from metrics_lab.client import PUT_SLICE, PUT_WINDOW, PutBatch
 from metrics_lab.protocol import OK_ANSWER, AnswerReader
-from tests.fake_server import FakeServer
+from tests.fake_server import FakeServer, answer_ok
 from tests.test_client_faults import Driver
 
 TIMEOUT = 10.0
@@ -65,12 +65,14 @@ def stingy_server(received: list[int]) -> Callable[[socket.socket], None]:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buffered = b""
         count = 0
-        while chunk := conn.recv(4096):
-            *lines, buffered = (buffered + chunk).split(b"\n")
-            count += len(lines)
-            conn.sendall(OK_ANSWER * len(lines))
+
+        def counted(line: bytes) -> bytes:
+            nonlocal count
+            count += 1
+            return OK_ANSWER
+
+        answer_ok(conn, counted, recv_size=4096)
         received.append(count)
 
     return script
@@ -180,16 +182,11 @@ def test_a_failing_points_iterator_leaves_the_client_in_step(
 def refuses(key: bytes) -> Callable[[socket.socket], None]:
     """A fake that answers ``ok`` to every put except those of ``key``, refused."""
 
+    def answer(line: bytes) -> bytes:
+        return b"error\nwrong command\n\n" if line.split()[1] == key else OK_ANSWER
+
     def script(conn: socket.socket) -> None:
-        buffered = b""
-        while chunk := conn.recv(65536):
-            *lines, buffered = (buffered + chunk).split(b"\n")
-            conn.sendall(
-                b"".join(
-                    b"error\nwrong command\n\n" if line.split()[1] == key else OK_ANSWER
-                    for line in lines
-                )
-            )
+        answer_ok(conn, answer)
 
     return script
 

@@ -25,11 +25,10 @@ from metrics_lab.cli import main
 from metrics_lab.conformance import SERVER_CHECKS, Report, check_client, check_server
 from metrics_lab.conformance.report import CheckFailed, CheckResult, readable
 from tests.fake_server import COURSE_ONLY, Faults, Flood, Silent, serve_toy
+from tests.test_conformance_clients import CLIENT_FAST
 
 FAST = 1.0
 """Per-answer timeout for checks against the toys: they answer at once, or never."""
-
-CLIENT_FAST = 0.5
 
 SOLUTIONS = Path(__file__).parent.parent / "notebooks" / "solutions" / "06_build_your_own_server.py"
 

@@ -9,11 +9,8 @@ every system and without privileges. A small real filesystem would need mount ri
 from __future__ import annotations
 
 import logging
-import queue
-import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -21,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from metrics_lab import serve_in_background
+from metrics_lab.protocol import encode_puts
 from metrics_lab.sqlite_store import SQLiteStore
 from metrics_lab.storage import StoreFailure
 from tests.conftest import read_answers
+from tests.serve_process import ServeProcess
 
 TIMEOUT = 30.0
 OK = b"ok\n\n"
@@ -37,16 +36,10 @@ def client_points(client: int, count: int) -> list[Point]:
     return [(f"c{client}.k{n % 50}", client * 1_000_000 + n + 0.5, n) for n in range(count)]
 
 
-def put_lines(points: list[Point]) -> bytes:
-    return b"".join(
-        f"put {key} {value!r} {timestamp}\n".encode() for key, value, timestamp in points
-    )
-
-
 def pipeline(address: tuple[str, int], points: list[Point]) -> list[bool]:
     """Send every put at once (from a second thread), read every answer: True for ``ok``."""
     with socket.create_connection(address, timeout=TIMEOUT) as sock:
-        sender = threading.Thread(target=sock.sendall, args=(put_lines(points),))
+        sender = threading.Thread(target=sock.sendall, args=(encode_puts(points, now=0),))
         sender.start()
         data = read_answers(sock, len(points))
         sender.join(TIMEOUT)
@@ -154,7 +147,7 @@ def test_a_get_after_pipelined_puts_sees_them(tmp_path: Path) -> None:
         ):
             for round_ in range(20):
                 points = [(f"r{round_}", float(t), t) for t in range(10)]
-                sock.sendall(put_lines(points) + f"get r{round_}\n".encode())
+                sock.sendall(encode_puts(points, now=0) + f"get r{round_}\n".encode())
                 answers = read_answers(sock, 11)
                 assert answers.startswith(OK * 10)
                 assert answers[len(OK) * 10 :].count(b"\n") == 10 + 2  # ok, 10 points, blank
@@ -172,54 +165,22 @@ from metrics_lab.sqlite_store import SQLiteStore
 cli.open_store = lambda db: SQLiteStore(db, max_size_bytes=int(sys.argv[2]))
 sys.exit(cli.main(["serve", "--port", "0", "--db", sys.argv[1]]))
 """
-_LISTENING = re.compile(r"serving metrics on ([0-9.]+):(\d+)")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
 def test_sigterm_with_a_full_disk_says_one_line_and_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "metrics.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CAPPED_SERVE, str(path), str(256 * 1024)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    log: list[str] = []
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            log.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        while (line := lines.get(timeout=TIMEOUT)) is not None:
-            if found := _LISTENING.search(line):
-                address = (found[1], int(found[2]))
-                break
-        else:
-            pytest.fail(f"the server did not start: {''.join(log)}")
+    argv = [sys.executable, "-c", CAPPED_SERVE, str(path), str(256 * 1024)]
+    with ServeProcess(argv=argv, start_timeout=TIMEOUT) as server:
         points = client_points(1, 20_000)
-        oks = pipeline(address, points)
+        oks = pipeline(server.address, points)
         assert any(oks)
         assert not all(oks)  # full
-        proc.send_signal(signal.SIGTERM)
-        status = proc.wait(TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(TIMEOUT)
-    while lines.get(timeout=TIMEOUT) is not None:
-        pass  # the whole log is in
-    assert proc.stderr is not None
-    proc.stderr.close()
-    output = "".join(log)
+        status = server.signal(signal.SIGTERM, TIMEOUT)
+        output = server.wait_for_end_of_log(TIMEOUT)  # the whole log is in
     assert status == 1, output
     assert "Traceback" not in output
-    final = [line for line in log if line.startswith("metrics-lab: ")]
+    final = [line for line in server.log if line.startswith("metrics-lab: ")]
     assert len(final) == 1, output
     assert str(path) in final[0]
     acknowledged = [point for point, ok in zip(points, oks, strict=True) if ok]

@@ -31,6 +31,7 @@ from metrics_lab.protocol import (
 )
 from metrics_lab.session import ServerSession, SimpleParser
 from metrics_lab.storage import PointBatch
+from tests.conftest import cut_at_random
 
 
 def parse_put_block(block: bytes) -> PointBatch | None:
@@ -250,9 +251,7 @@ def random_stream(seed: int) -> tuple[bytes, list[bytes], bytes]:
     stream_lines.append(b"get *")
     stream = b"".join(line + b"\n" for line in stream_lines)
     expected = reference_answers(stream_lines)
-    cuts = sorted(rnd.sample(range(1, len(stream)), k=min(len(stream) - 1, rnd.randint(0, 30))))
-    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
-    return stream, chunks, expected
+    return stream, cut_at_random(stream, rnd, rnd.randint(0, 30)), expected
 
 
 @pytest.mark.parametrize("parser", ["simple", "fast"])
@@ -295,8 +294,7 @@ def test_simple_and_fast_sessions_agree_on_any_stream(
     stream_lines: list[bytes], rnd: random.Random
 ) -> None:
     stream = b"".join(line + b"\n" for line in stream_lines) + b"get *\n"
-    cuts = sorted(rnd.sample(range(1, len(stream)), k=min(len(stream) - 1, rnd.randint(0, 8))))
-    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    chunks = cut_at_random(stream, rnd, rnd.randint(0, 8))
     simple = run_session(SimpleParser(), chunks)
     assert simple[0] == reference_answers([*stream_lines, b"get *"])
     assert run_session(FastParser(), chunks) == simple

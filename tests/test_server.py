@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-import random
 import socket
 import threading
 from collections.abc import Iterable
@@ -17,7 +16,7 @@ from metrics_lab import Client, MemoryStore, MetricsServer, serve_in_background
 from metrics_lab.background import BackgroundServer
 from metrics_lab.cli import main
 from metrics_lab.storage import PointBatch, Snapshot, StoreFailure
-from tests.conftest import TIMEOUT, read_answers, read_exactly
+from tests.conftest import TIMEOUT, cut, read_answers, read_exactly
 from tests.serve_process import ServeProcess
 
 OK = b"ok\n\n"
@@ -85,16 +84,9 @@ def exchange(server: BackgroundServer, chunks: Iterable[bytes], expected: bytes)
 
 
 @pytest.mark.parametrize(("name", "sent", "expected"), WIRE, ids=[case[0] for case in WIRE])
-@pytest.mark.parametrize("cut", ["whole", "byte-by-byte", "random"])
-def test_wire(name: str, sent: bytes, expected: bytes, cut: str) -> None:
-    if cut == "whole":
-        chunks = [sent]
-    elif cut == "byte-by-byte":
-        chunks = [bytes([byte]) for byte in sent]
-    else:
-        rng = random.Random(name)
-        cuts = sorted(rng.sample(range(1, len(sent)), min(4, len(sent) - 1)))
-        chunks = [sent[a:b] for a, b in zip([0, *cuts], [*cuts, len(sent)], strict=True)]
+@pytest.mark.parametrize("how", ["whole", "byte-by-byte", "random"])
+def test_wire(name: str, sent: bytes, expected: bytes, how: str) -> None:
+    chunks = cut(sent, how, seed=name)
     with serve_in_background() as server:
         assert exchange(server, chunks, expected) == expected
 

@@ -6,7 +6,6 @@ The same WIRE table as tests/test_server.py (over real sockets) runs here agains
 
 from __future__ import annotations
 
-import random
 from concurrent.futures import Future
 
 import pytest
@@ -21,19 +20,10 @@ from metrics_lab.session import (
     SimpleParser,
 )
 from metrics_lab.storage import PointBatch, Snapshot, StoreFailure
+from tests.conftest import cut
 from tests.test_server import ERROR, OK, WIRE
 
 PARSERS = {"simple": SimpleParser, "fast": FastParser}
-
-
-def cut(data: bytes, how: str, seed: str) -> list[bytes]:
-    if how == "whole":
-        return [data]
-    if how == "byte-by-byte":
-        return [bytes([byte]) for byte in data]
-    rng = random.Random(seed)
-    cuts = sorted(rng.sample(range(1, len(data)), min(4, len(data) - 1)))
-    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
 def drain(session: ServerSession) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,14 +10,13 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
+from benchmarks.postgres import Ingest, stored_timestamps
 from metrics_lab import Client, ClientError
 from metrics_lab.postgres_cluster import Cluster
 from metrics_lab.postgres_store import POINTS_TABLE
-from tests.conftest import read_answers
 from tests.serve_process import ServeProcess
 
 WAIT = 60.0  # seconds a condition may take before the test fails (never reached when it works)
-OK = b"ok\n\n"
 
 
 @contextlib.contextmanager
@@ -33,56 +31,6 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.02)  # a pause between polls
-
-
-class Ingest(threading.Thread):
-    """Pipelined puts of ``key`` at timestamps 0, 1, ... in batches, over one connection.
-
-    Records which timestamps were acknowledged (``ok``) and how many were refused
-    (``error``); ends after ``count`` points, when the server goes away, or on :meth:`stop`.
-    """
-
-    def __init__(self, address: tuple[str, int], key: str, count: int, batch: int = 100):
-        super().__init__(daemon=True)
-        self.address, self.key, self.count, self.batch = address, key, count, batch
-        self.acked: list[int] = []
-        self.refused = 0
-        self.cut_off = False  # the server went away mid-ingest
-        self._stopping = threading.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.join(WAIT)
-
-    def run(self) -> None:
-        with socket.create_connection(self.address, timeout=WAIT) as sock:
-            for start in range(0, self.count, self.batch):
-                if self._stopping.is_set():
-                    return
-                stamps = range(start, min(start + self.batch, self.count))
-                try:
-                    sock.sendall(b"".join(f"put {self.key} 1.5 {ts}\n".encode() for ts in stamps))
-                    answers = split_answers(read_answers(sock, len(stamps)))
-                except OSError:
-                    answers = []
-                for ts, answer in zip(stamps, answers, strict=False):
-                    if answer == OK:
-                        self.acked.append(ts)
-                    else:
-                        self.refused += 1
-                if len(answers) < len(stamps):
-                    self.cut_off = True
-                    return
-
-
-def split_answers(data: bytes) -> list[bytes]:
-    """The whole answers in ``data``: each ends with a blank line."""
-    return [answer + b"\n\n" for answer in data.split(b"\n\n")[:-1]]
-
-
-def stored_timestamps(url: str, key: str) -> set[int]:
-    with psycopg.connect(url) as db:
-        return {ts for (ts,) in db.execute(f"SELECT ts FROM {POINTS_TABLE} WHERE key = %s", (key,))}
 
 
 def test_puts_through_one_server_are_read_through_another(pg_url: str):
@@ -143,8 +91,8 @@ def test_concurrent_writers_of_one_key_and_timestamp_leave_exactly_one_value(pg_
 
 def test_killing_a_server_mid_ingest_loses_no_acknowledged_point(pg_url: str):
     with servers(pg_url, 2) as (victim, survivor):
-        doomed = Ingest(victim.address, "doomed", count=200_000)
-        steady = Ingest(survivor.address, "steady", count=6_000)
+        doomed = Ingest(victim.address, "doomed", batch=100, count=200_000, value=1.5)
+        steady = Ingest(survivor.address, "steady", batch=100, count=6_000, value=1.5)
         doomed.start()
         steady.start()
         try:
@@ -170,7 +118,7 @@ def test_a_database_restart_gives_errors_meanwhile_and_the_server_recovers_by_it
     pg_cluster: Cluster, pg_url: str
 ):
     with servers(pg_url, 1) as (server,):
-        ingest = Ingest(server.address, "through", count=10_000_000, batch=50)
+        ingest = Ingest(server.address, "through", batch=50, count=10_000_000, value=1.5)
         ingest.start()
         try:
             wait_until(lambda: len(ingest.acked) >= 500, "puts were acknowledged")

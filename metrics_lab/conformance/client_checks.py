@@ -232,8 +232,8 @@ class ClientContext:
     def create_connection(self, *args: Any, **kwargs: Any) -> Any:
         """Stands in for ``socket.create_connection`` while the check runs."""
         self.connections.append((args, kwargs))
-        recorder = _SocketRecorder(_REAL_CREATE_CONNECTION(*args, **kwargs), self.calls, 0)
-        recorder.number = len(self.recorders)
+        sock = _REAL_CREATE_CONNECTION(*args, **kwargs)
+        recorder = _SocketRecorder(sock, self.calls, len(self.recorders))
         self.recorders.append(recorder)
         return recorder
 
@@ -490,9 +490,8 @@ def _put_value_precision(ctx: ClientContext) -> None:
         values = [float(fields[2]) for fields in sent]
     except (IndexError, ValueError):
         values = []
-    if [(v, math.copysign(1.0, v)) for v in values] != [
-        (v, math.copysign(1.0, v)) for v in _PRECISE_VALUES
-    ]:
+    precise = list(_PRECISE_VALUES)
+    if values != precise or _shape(values) != _shape(precise):  # -0.0 must stay -0.0
         raise CheckFailed(
             "each value sent must read back as the same float (no rounding, sign of zero kept)",
             expected=expected,
