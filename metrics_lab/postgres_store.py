@@ -342,6 +342,8 @@ class PostgresStore(Storage):
 
         The future is done once they are committed, or failed with :class:`StoreFailure`.
         """
+        if not len(batch.keys) == len(batch.values) == len(batch.timestamps):
+            return failed_write("a batch's columns differ in length")
         future: Future[None] = Future()
         pending = _Pending(batch, future, len(self._lanes))
         with self._queue_ready:

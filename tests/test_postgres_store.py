@@ -291,6 +291,16 @@ def test_a_closed_store_refuses_writes(pg_url: str):
     assert rows(pg_url, f"SELECT count(*) FROM {POINTS_TABLE}") == [(1,)]
 
 
+def test_a_batch_whose_columns_differ_fails_alone(store: PostgresStore):
+    # It used to raise in every writer thread (zip(strict=True) while cutting the batch into
+    # shares), which stopped them all: the future never completed, nor did any later write.
+    odd = store.write(PointBatch(("a", "b"), (1.0,), (1, 2)))
+    with pytest.raises(StoreFailure):
+        odd.result(WAIT)
+    store.write(PointBatch.of([("cpu", 1.0, 1)])).result(WAIT)
+    assert as_tuples(store.read()) == [("cpu", [1], [1.0])]
+
+
 def test_large_gets_through_a_server_arrive_whole_every_time(pg_url: str):
     # A get that waits for the reader thread again and again: a missed wake-up would hang it.
     count = 3 * FETCH_ROWS

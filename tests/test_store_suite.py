@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from metrics_lab import MemoryStore, Storage
 from metrics_lab.sqlite_store import SQLiteStore
-from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, whole_series
+from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, StoreFailure, whole_series
 
 StoreFactory = Callable[[], Storage]
 
@@ -120,6 +120,13 @@ def test_a_key_no_put_could_store_reads_as_nothing(store: Storage) -> None:
 def test_empty_put_many_changes_nothing(store: Storage) -> None:
     store.put_many([])
     assert store.read() == []
+
+
+def test_a_batch_whose_columns_differ_fails_alone(store: Storage) -> None:
+    with pytest.raises(StoreFailure):
+        store.write(PointBatch(("a", "b"), (1.0,), (1, 2))).result(timeout=10)
+    store.put_many([("cpu", 1.0, 1)])
+    assert rows(store) == [("cpu", [1], [1.0])]
 
 
 def test_write_returns_a_future_that_is_done_once_stored(store: Storage) -> None:
