@@ -19,8 +19,10 @@ The rules it keeps:
   the store's future, and the answers behind it wait.
 - A get runs only after every earlier put of the connection is stored, so it sees them,
   and it reads a snapshot: its answer is the store as of the request, however slowly the
-  peer takes it. The answer is encoded a piece at a time, as :meth:`~ServerSession.data_to_send`
-  is called, so a ``get *`` of a million points never sits in memory whole.
+  peer takes it. (A store that reads in a thread of its own fixes the snapshot as its first
+  piece comes: the requests after the get wait for that, so the get cannot see them.) The
+  answer is encoded a piece at a time, as :meth:`~ServerSession.data_to_send` is called, so
+  a ``get *`` of a million points never sits in memory whole.
 - A request line longer than ``max_line`` is answered ``error`` and ends the session.
 - Requests wait, unrun, while :data:`MAX_QUEUED_ANSWERS` answers are queued or
   :data:`MAX_UNSTORED_POINTS` points wait for the store; meanwhile :attr:`~ServerSession.wants_data`
@@ -54,7 +56,7 @@ from metrics_lab.protocol import (
     WrongCommandError,
     encode_series_lines,
 )
-from metrics_lab.storage import STORED, Snapshot, Storage
+from metrics_lab.storage import STORED, Series, Snapshot, Storage
 
 __all__ = [
     "ANSWER_BATCH",
@@ -110,6 +112,7 @@ class ServerSession:
         self._ready: list[bytes] = []  # finished answers before any in _answers
         self._ended = False  # no request will come any more
         self._reading = False  # a get's answer is queued: the next get waits for it
+        self._taking: Future[None] | None = None  # a get's snapshot not fixed yet: all wait
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes from the peer, cut anywhere; ``b""`` means the peer sends no more."""
@@ -148,6 +151,8 @@ class ServerSession:
             elif isinstance(piece, bytes):
                 out.append(piece)
                 size += len(piece)
+                if self._taking is not None:
+                    self._run_ready()  # a get's snapshot may be fixed now: run what it held
             else:
                 break  # a future: the store has not answered yet
         return b"".join(out)
@@ -181,8 +186,13 @@ class ServerSession:
         A put runs at once: its store write starts, and the puts of several requests (and
         connections) can share one commit. A get waits until every earlier put of its
         connection is stored, so it sees them, and until the get before it is answered, so
-        that one connection holds one snapshot at a time.
+        that one connection holds one snapshot at a time. Any request after a get waits until
+        the get's snapshot is fixed, so that the get cannot see it.
         """
+        if self._taking is not None:
+            if not self._taking.done():
+                return
+            self._taking = None
         requests = self._requests
         if self._unstored:  # (a memory store leaves none: no call on its hot path)
             self._forget_stored()
@@ -194,6 +204,8 @@ class ServerSession:
             if isinstance(requests[0], GetRequest) and not self._may_read():
                 return
             self._run(requests.popleft())
+            if self._taking is not None:
+                return
 
     def _may_read(self) -> bool:
         """Whether a get may run: its connection's earlier puts are stored, and the get
@@ -210,8 +222,10 @@ class ServerSession:
     def _run(self, item: Item) -> None:
         """Run one request and queue its answer: finished, or waiting for the store."""
         if isinstance(item, GetRequest):
-            self._answers.append(_Points(self.store, None if item.key == ALL_KEYS else item.key))
+            points = _Points(self.store, None if item.key == ALL_KEYS else item.key)
+            self._answers.append(points)
             self._reading = True
+            self._taking = points.taking
             return
         if isinstance(item, WrongCommandError):
             logger.debug("wrong command: %s", item)
@@ -308,12 +322,20 @@ class _Points(_Answer):
         self._key = key
         self._started = False
         self._waiting: Future[None] | None = None
-        self._snapshot: Snapshot | None
+        self._snapshot: Snapshot | None = None
+        self._first: Series | Future[None] | None = None  # the piece taken below, until sent
+        self.taking: Future[None] | None = None
+        """Done once the snapshot is fixed; ``None`` if it was at once (see :class:`Storage`)."""
         try:
             self._snapshot = store.snapshot(key)
+            # Its first piece, now: a store that fixes the view later yields a future first.
+            self._first = next(self._snapshot, None)
         except Exception as exc:
             logger.warning("the store failed to read %r: %s", key, exc)
             self._snapshot = None
+            return
+        if isinstance(self._first, Future) and not self._first.done():
+            self.taking = self._first
 
     def next_piece(self) -> bytes | Future[None] | None:
         if self._waiting is not None:
@@ -329,7 +351,11 @@ class _Points(_Answer):
         size = 0
         try:
             while size < ANSWER_PIECE:
-                piece = next(self._snapshot, None)
+                piece = self._first
+                if piece is None:
+                    piece = next(self._snapshot, None)
+                else:
+                    self._first = None
                 if piece is None:
                     lines.append(b"\n")
                     self._snapshot = None

@@ -179,6 +179,48 @@ def test_a_big_answer_comes_in_bounded_pieces_from_the_snapshot_of_its_request()
     assert k0.startswith(b"ok\nk0 9.5 0\n")  # the next get sees it
 
 
+class LateSnapshots(MemoryStore):
+    """Fixes a snapshot's view only when :meth:`fix` is called, as a store that reads in a
+    thread of its own (PostgreSQL) fixes it when its first chunk is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unfixed: list[Future[None]] = []
+
+    def snapshot(self, key: str | None = None) -> Snapshot:
+        fixed: Future[None] = Future()
+        self.unfixed.append(fixed)
+
+        def pieces() -> Snapshot:
+            yield fixed
+            yield from MemoryStore.snapshot(self, key)  # the view, as of now
+
+        return pieces()
+
+    def fix(self) -> None:
+        unfixed, self.unfixed = self.unfixed, []
+        for fixed in unfixed:
+            fixed.set_result(None)
+
+
+@pytest.mark.parametrize("parser", sorted(PARSERS))
+def test_the_requests_after_a_get_wait_until_its_snapshot_is_fixed(parser: str) -> None:
+    store = LateSnapshots()
+    store.put_many([("k", 1.0, 1)])
+    session = ServerSession(store, parser=PARSERS[parser]())
+    session.receive_data(b"get k\nput k 2 2\nput k 3 3\nget k\n")
+    assert session.data_to_send() == b""
+    assert session.waiting_for is store.unfixed[0]
+    assert not session.wants_data
+    assert len(store) == 1  # the puts wait: run now, the get would see them
+    store.fix()
+    assert session.data_to_send() == b"ok\nk 1.0 1\n\n" + OK + OK
+    assert len(store) == 3
+    store.fix()
+    assert drain(session) == b"ok\nk 1.0 1\nk 2.0 2\nk 3.0 3\n\n"
+    assert session.wants_data
+
+
 def test_a_line_over_the_limit_is_answered_and_ends_the_session() -> None:
     session = ServerSession(MemoryStore(), max_line=10)
     session.receive_data(b"put k 1 1\n" + b"x" * 11)
