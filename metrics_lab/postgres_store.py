@@ -23,8 +23,11 @@ server's event loop:
   the points a chunk of :data:`FETCH_ROWS` at a time, at most ``prefetch`` chunks ahead of
   the peer, so a ``get *`` of any size needs bounded memory. All chunks of a get are read
   in one REPEATABLE READ transaction, so they see one snapshot of the database, taken when
-  the first chunk is read (after the call, before the first piece): every point committed
-  before the get was received, by any server, and nothing committed after. Each chunk goes
+  the first chunk is read (after the call, before the first piece, and until then the
+  snapshot yields a future): every point committed before the get was received, by any
+  server, and nothing committed after the first piece came. The session holds back a
+  connection's requests after a get until then, so a get never sees a later put of its own
+  connection. Each chunk goes
   on from the last key and timestamp of the one before, along the primary key's index
   (keyset paging: it works like a server-side cursor, one round trip per chunk), and
   comes back as one row per key with its timestamps and values in two arrays, built by the
@@ -458,6 +461,8 @@ class PostgresStore(Storage):
         a chunk of rows is there, the snapshot yields a future. Fails (raises
         :class:`StoreFailure` while iterating) if the database cannot be read.
         """
+        if key is not None and not _storable(key):
+            return iter(())  # no put could have stored it (a get of bad UTF-8, say)
         stream = _Stream(self.prefetch, self.stall_timeout)
         with self._lock:
             if self._closed:
@@ -710,6 +715,17 @@ def _series(groups: _Groups) -> Iterator[Series]:
         for start in range(0, len(timestamps), SNAPSHOT_PIECE):
             end = start + SNAPSHOT_PIECE
             yield Series(key, timestamps[start:end], values[start:end])
+
+
+def _storable(key: str) -> bool:
+    """Whether a PostgreSQL ``text`` can hold ``key``: UTF-8, without NUL."""
+    if "\x00" in key:
+        return False
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _safe(url: str) -> str:

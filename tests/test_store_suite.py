@@ -7,8 +7,10 @@ view fixed at the call, ``put_many`` and ``read`` wait for them.
 from __future__ import annotations
 
 import gc
+import itertools
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -16,27 +18,37 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metrics_lab import MemoryStore, Storage
+from metrics_lab.postgres_cluster import Cluster
+from metrics_lab.postgres_store import PostgresStore
 from metrics_lab.sqlite_store import SQLiteStore
 from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, StoreFailure, whole_series
 
 StoreFactory = Callable[[], Storage]
-
-STORE_KINDS: dict[str, Callable[[Path], Storage]] = {
-    "memory": lambda folder: MemoryStore(),
-    "sqlite": lambda folder: SQLiteStore(folder / "suite.db"),
-}
-"""How to make each kind of store in a folder; making it again there reopens the same data."""
-
 Row = tuple[str, list[int], list[float]]
 
+STORE_KINDS = ("memory", "postgres", "sqlite")
+"""Every kind of store metrics_lab has; each must pass the whole suite."""
 
-@pytest.fixture(params=sorted(STORE_KINDS))
+
+def store_factory(kind: str, folder: Path, new_database: Callable[[], str]) -> StoreFactory:
+    """Makes stores of ``kind``; a durable store made again by it reopens the same data
+    (a file in ``folder``, or one new PostgreSQL database from ``new_database``)."""
+    if kind == "memory":
+        return MemoryStore
+    if kind == "sqlite":
+        return lambda: SQLiteStore(folder / "suite.db")
+    url = new_database()
+    return lambda: PostgresStore(url)
+
+
+@pytest.fixture(params=STORE_KINDS)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Makes stores of one kind; a durable store made again sees the same data."""
+    factory = store_factory(request.param, tmp_path, lambda: request.getfixturevalue("pg_url"))
     made: list[Storage] = []
 
     def make() -> Storage:
-        store = STORE_KINDS[request.param](tmp_path)
+        store = factory()
         made.append(store)
         return store
 
@@ -55,9 +67,18 @@ def rows(store: Storage, key: str | None = None) -> list[Row]:
 
 
 def snapshot_rows(store: Storage, key: str | None = None) -> Callable[[], list[Row]]:
-    """Take a snapshot now; the returned function reads it out (later) as whole rows."""
+    """Take a snapshot now; the returned function reads it out (later) as whole rows.
+
+    It waits for the first piece, as the session does before it runs a later request: a store
+    that reads in a thread of its own fixes its view by then (see ``Storage.snapshot``).
+    """
     pieces = store.snapshot(key)
-    return lambda: [(s.key, list(s.timestamps), list(s.values)) for s in whole_series(pieces)]
+    first = next(pieces, None)
+    while isinstance(first, Future):
+        first.result(timeout=10)
+        first = next(pieces, None)
+    fixed = pieces if first is None else itertools.chain((first,), pieces)
+    return lambda: [(s.key, list(s.timestamps), list(s.values)) for s in whole_series(fixed)]
 
 
 def test_empty_store_reads_nothing(store: Storage) -> None:
@@ -115,6 +136,7 @@ def test_keys_are_case_sensitive_and_exact(store: Storage) -> None:
 def test_a_key_no_put_could_store_reads_as_nothing(store: Storage) -> None:
     store.put_many([("cpu", 1.0, 1)])
     assert store.read("\udcff") == []  # what the server makes of a get with bad UTF-8
+    assert store.read("c\x00pu") == []  # a put refuses control characters in a key
 
 
 def test_empty_put_many_changes_nothing(store: Storage) -> None:
@@ -216,6 +238,9 @@ values = st.floats(allow_nan=False, allow_infinity=False)
 batches = st.lists(st.lists(st.tuples(keys, values, timestamps), max_size=30), max_size=6)
 
 
+_examples = itertools.count()
+
+
 def _model_rows(model: dict[str, dict[int, float]], key: str | None) -> list[Row]:
     names = sorted(model) if key is None else [key] if key in model else []
     return [
@@ -223,15 +248,23 @@ def _model_rows(model: dict[str, dict[int, float]], key: str | None) -> list[Row
     ]
 
 
-@pytest.mark.parametrize("kind", sorted(STORE_KINDS))
+@pytest.mark.parametrize("kind", STORE_KINDS)
 @settings(max_examples=60, deadline=None)
 @given(batches=batches, key=st.sampled_from([None, "cpu", "mem", "absent"]))
 def test_every_store_matches_a_dict_model(
-    kind: str, batches: list[list[tuple[str, float, int]]], key: str | None
+    request: pytest.FixtureRequest,
+    kind: str,
+    batches: list[list[tuple[str, float, int]]],
+    key: str | None,
 ) -> None:
     model: dict[str, dict[int, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        store = STORE_KINDS[kind](Path(folder))
+
+        def new_database() -> str:  # one per example: the fixture's is one per test
+            cluster: Cluster = request.getfixturevalue("pg_cluster")
+            return cluster.create_database(f"model_{next(_examples)}")
+
+        store = store_factory(kind, Path(folder), new_database)()
         try:
             for batch in batches:
                 earlier, expected_earlier = snapshot_rows(store, key), _model_rows(model, key)
