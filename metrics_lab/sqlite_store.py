@@ -646,9 +646,8 @@ class SQLiteStore(Storage):
         """At close, with the queue drained: fold everything, checkpoint, close the file."""
         db = self._db
         try:
-            if self._fold is None and self._journaled:
-                self._fold_wanted = True
-            while self._fold is not None or self._fold_wanted:
+            # A fold under way first, then one more for the keys journaled since it began.
+            while self._fold is not None or self._fold_wanted or self._journaled:
                 self._fold_step()
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except Exception as exc:

@@ -206,6 +206,8 @@ def test_a_put_is_answered_while_a_fold_is_under_way(tmp_path: Path) -> None:
     written.result(TIMEOUT)
     store.close()
     assert unfolded_when_answered[0] > keys // 2  # answered long before the fold's end
+    # close folded it too, in a second fold: the first had taken its keys before it came.
+    assert table_rows(tmp_path / "metrics.db") == {"series": keys + 1, "journal": 0}
     store = SQLiteStore(tmp_path / "metrics.db")
     assert len(store) == keys + 1
     store.close()
@@ -250,29 +252,50 @@ def test_a_fold_cut_short_reopens_to_the_same_data(tmp_path: Path) -> None:
     assert table_rows(path) == {"series": len(keys), "journal": 0}
 
 
-def test_a_fold_that_fails_after_a_good_commit_is_retried_and_costs_no_put(
-    tmp_path: Path, watch_log: Callable[[str], LogWatch]
-) -> None:
-    path = tmp_path / "metrics.db"
+OLD_KEYS, NEW_KEYS = 1500, 3000
+
+
+def a_failed_fold(path: Path, watch_log: Callable[[str], LogWatch]) -> SQLiteStore:
+    """A store whose fold of NEW_KEYS keys failed for want of room, all of their points
+    committed, and a put of key "more" committed after that; the file is still capped."""
     store = SQLiteStore(path)
-    store.put_many([(f"old{i % 1500:04}.cpu.user", 1.0, i) for i in range(5000)])
+    store.put_many([(f"old{i % OLD_KEYS:04}.cpu.user", 1.0, i) for i in range(5000)])
     store.close()  # folded: the journal's ~40 pages are free pages of the file now
-    keys = [f"host{i:04}.cpu.user" for i in range(3000)]
+    keys = [f"host{i:04}.cpu.user" for i in range(NEW_KEYS)]
     failed = watch_log("trying again")
-    folded = watch_log("folded")
     # The file may not grow: its free pages hold the journal row of 3,000 points (~25
     # pages), not that plus the ~33 pages of new series rows the fold writes.
     store = SQLiteStore(path, compact_every=len(keys), max_size_bytes=PAGE)
     store.put_many([(key, 1.0, 1) for key in keys])  # committed: no error, whatever the fold
     assert failed.seen.wait(TIMEOUT)
-    assert not folded.seen.is_set()
     store.put_many([("more", 1.0, t) for t in range(20)])  # and puts go on
+    return store
+
+
+def test_a_fold_that_fails_after_a_good_commit_is_retried_and_costs_no_put(
+    tmp_path: Path, watch_log: Callable[[str], LogWatch]
+) -> None:
+    path = tmp_path / "metrics.db"
+    store = a_failed_fold(path, watch_log)
+    folded = watch_log("folded")  # (not before: the close in a_failed_fold folds)
     store.max_size_bytes = None  # room again: the fold is tried again, by itself
     assert folded.seen.wait(TIMEOUT)
     assert store.unfolded_keys == 1  # "more", put after the fold began
     store.close()
-    assert table_rows(path) == {"series": 1500 + len(keys) + 1, "journal": 0}
-    assert len(reopen_and_read(path)) == 1500 + len(keys) + 1
+    assert table_rows(path) == {"series": OLD_KEYS + NEW_KEYS + 1, "journal": 0}
+    assert len(reopen_and_read(path)) == OLD_KEYS + NEW_KEYS + 1
+
+
+def test_close_right_after_a_failed_fold_folds_every_key(
+    tmp_path: Path, watch_log: Callable[[str], LogWatch]
+) -> None:
+    # The close comes before the retry is due: it finishes the failed fold, and then must
+    # fold "more" too (it used to stop after the first, leaving "more" in the journal).
+    path = tmp_path / "metrics.db"
+    store = a_failed_fold(path, watch_log)
+    store.max_size_bytes = None
+    store.close()
+    assert table_rows(path) == {"series": OLD_KEYS + NEW_KEYS + 1, "journal": 0}
 
 
 # --- opening errors: one clear line, exit 1, nothing changed -----------------------------
