@@ -297,24 +297,18 @@ def read_whole_answer(address: tuple[str, int]) -> int:
 
 
 class Ingest(threading.Thread):
-    """Pipelined puts of ``key`` (``value`` each) at timestamps 0, 1, ... in batches.
+    """Pipelined puts of ``key`` (value 1.0) at timestamps 0, 1, ... in batches.
 
     Records which timestamps were acknowledged (``ok``) and how many were refused
-    (``error``); ends after ``count`` points (``None``: no end), when the server goes away
+    (``error``); ends after ``count`` points (by default, never), when the server goes away
     (then ``cut_off`` is set), or once ``stopping`` is set (:meth:`stop`).
     """
 
     def __init__(
-        self,
-        address: tuple[str, int],
-        key: str,
-        batch: int = 200,
-        count: int | None = None,
-        value: float = 1.0,
+        self, address: tuple[str, int], key: str, batch: int = 200, count: int = sys.maxsize
     ) -> None:
         super().__init__(daemon=True)
-        self.address, self.key, self.batch = address, key, batch
-        self.count, self.value = count, value
+        self.address, self.key, self.batch, self.count = address, key, batch, count
         self.acked: list[int] = []
         self.refused = 0
         self.cut_off = False  # the server went away mid-ingest
@@ -326,17 +320,12 @@ class Ingest(threading.Thread):
 
     def run(self) -> None:
         with socket.create_connection(self.address, timeout=TIMEOUT) as sock:
-            start = 0
-            while not self.stopping.is_set() and (self.count is None or start < self.count):
-                end = start + self.batch
-                if self.count is not None:
-                    end = min(end, self.count)
-                stamps = range(start, end)
-                start = end
+            for start in range(0, self.count, self.batch):
+                if self.stopping.is_set():
+                    return
+                stamps = range(start, min(start + self.batch, self.count))
                 try:
-                    sock.sendall(
-                        b"".join(f"put {self.key} {self.value!r} {t}\n".encode() for t in stamps)
-                    )
+                    sock.sendall(b"".join(f"put {self.key} 1.0 {t}\n".encode() for t in stamps))
                     data = b""
                     while data.count(b"\n\n") < len(stamps):
                         chunk = sock.recv(65536)

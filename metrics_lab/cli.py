@@ -215,7 +215,7 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port_problem(port: int, *, allow_any: bool = False) -> str | None:
+def _port_problem(port: int, *, allow_any: bool) -> str | None:
     """What is wrong with ``--port``, in one line, or None (``serve`` may take 0: any port)."""
     lowest = 0 if allow_any else 1
     if lowest <= port <= 65535:

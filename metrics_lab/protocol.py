@@ -279,11 +279,10 @@ class LineReader:
         The block is ``b""`` or whole lines each ended by ``\\n``: the same lines as
         :meth:`receive_data` gives, not yet split, so a fast path can parse them all at once.
         """
-        if data[-1:] == b"\n" and not self._buffer and len(data) <= self.max_line:
-            # The usual case, a chunk of whole lines and nothing left from the last one.
-            return b"" if self.too_long else data
         if self.too_long:
             return b""
+        if data[-1:] == b"\n" and not self._buffer and len(data) <= self.max_line:
+            return data  # the usual case: whole lines, and nothing left from the last chunk
         end = data.rfind(b"\n") + 1
         if not end:
             self._buffer += data

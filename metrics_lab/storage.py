@@ -12,8 +12,8 @@ dropped in without touching the server:
   every key's for ``None``, as :class:`Series` pieces in key then timestamp order, to iterate
   a piece at a time. A store whose data must travel from elsewhere may yield a ``Future``
   instead of a piece: "not ready yet, come back when this is done". Such a store may fix its
-  view a little after the call, by the time its first piece (not a future) comes: the
-  session holds back the requests after a get until then.
+  view a little after the call: then it yields a future first, done once the view is fixed,
+  and the session holds back the requests after a get until then.
 
 And ``close()`` releases the store's files or connections. For scripts and tests,
 :meth:`Storage.put_many` and :meth:`Storage.read` do the same and wait for the result.
@@ -115,9 +115,10 @@ class Storage(ABC):
         """``key``'s points, or every key's for ``None``, as of this call, a piece at a time.
 
         Pieces come in key then timestamp order; one key may span several pieces. Points
-        written after the call are not seen, however slowly the pieces are taken; a store
-        that reads in a thread of its own may instead fix the view as the first piece is
-        ready (yielding a future until then), and points written after that are not seen.
+        written after the call are not seen, however slowly the pieces are taken. A store
+        that reads in a thread of its own may instead fix the view a little later: then the
+        first thing it yields is a future, done once the view is fixed, and points written
+        after that are not seen.
         """
 
     def close(self) -> None:  # noqa: B027 (a store with nothing to release need not override)

@@ -47,7 +47,12 @@ def pg_cluster() -> Iterator[Cluster]:
         yield cluster
 
 
+def new_database(cluster: Cluster) -> str:
+    """The URL of a new, empty UTF-8 database on ``cluster``, named for this process."""
+    return cluster.create_database(f"test_{os.getpid()}_{next(_names)}")
+
+
 @pytest.fixture
 def pg_url(pg_cluster: Cluster) -> str:
     """The URL of a new, empty UTF-8 database on the session's cluster."""
-    return pg_cluster.create_database(f"test_{os.getpid()}_{next(_names)}")
+    return new_database(pg_cluster)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,6 +21,7 @@ from metrics_lab import (
     RequestRejectedError,
     serve_in_background,
 )
+from tests.fake_server import FakeServer, read_request, wait_for_hangup
 
 T = TypeVar("T")
 
@@ -230,25 +230,14 @@ def test_an_answer_that_came_early_is_taken_from_the_buffer() -> None:
     # The server answers the first request with two answers in one segment; the second
     # request's answer is then already buffered, and no more bytes will come. (Before, the
     # client waited for more bytes and timed out.)
-    listener = socket.create_server(("127.0.0.1", 0))
+    def answer_twice_at_once(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"ok\none 1.0 1\n\nok\ntwo 2.0 2\n\n")
+        wait_for_hangup(conn)  # answers nothing more
 
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = listener.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"ok\none 1.0 1\n\nok\ntwo 2.0 2\n\n")
-                while conn.recv(65536):
-                    pass  # answers nothing more
-
-    threading.Thread(target=serve, daemon=True).start()
-    port = int(listener.getsockname()[1])
-
-    async def main() -> list[dict[str, list[tuple[int, float]]]]:
-        async with AsyncClient("127.0.0.1", port, timeout=2) as client:
+    async def main(address: tuple[str, int]) -> list[dict[str, list[tuple[int, float]]]]:
+        async with AsyncClient(*address, timeout=2) as client:
             return [await client.get("one"), await client.get("two")]
 
-    try:
-        assert run(main()) == [{"one": [(1, 1.0)]}, {"two": [(2, 2.0)]}]
-    finally:
-        listener.close()
+    with FakeServer(answer_twice_at_once) as fake:
+        assert run(main(fake.address)) == [{"one": [(1, 1.0)]}, {"two": [(2, 2.0)]}]

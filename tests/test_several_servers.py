@@ -91,8 +91,8 @@ def test_concurrent_writers_of_one_key_and_timestamp_leave_exactly_one_value(pg_
 
 def test_killing_a_server_mid_ingest_loses_no_acknowledged_point(pg_url: str):
     with servers(pg_url, 2) as (victim, survivor):
-        doomed = Ingest(victim.address, "doomed", batch=100, count=200_000, value=1.5)
-        steady = Ingest(survivor.address, "steady", batch=100, count=6_000, value=1.5)
+        doomed = Ingest(victim.address, "doomed", batch=100, count=200_000)
+        steady = Ingest(survivor.address, "steady", batch=100, count=6_000)
         doomed.start()
         steady.start()
         try:
@@ -118,7 +118,7 @@ def test_a_database_restart_gives_errors_meanwhile_and_the_server_recovers_by_it
     pg_cluster: Cluster, pg_url: str
 ):
     with servers(pg_url, 1) as (server,):
-        ingest = Ingest(server.address, "through", batch=50, count=10_000_000, value=1.5)
+        ingest = Ingest(server.address, "through", batch=50)
         ingest.start()
         try:
             wait_until(lambda: len(ingest.acked) >= 500, "puts were acknowledged")
