@@ -10,14 +10,15 @@ BIN := $(VENV)/bin
 endif
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test lint typecheck lab strip bench clean
+.PHONY: help venv demo test lint typecheck lab edit-notebooks strip bench clean
 
 help:
 	@echo "make demo   run the main job: a server, synthetic metrics in, results out;"
 	@echo "            then execute every notebook into build/ (HTML, PNG figures)"
 	@echo "make test   lint, type-check and run every test, notebooks included"
-	@echo "make lab    open JupyterLab on notebooks/ (extra options: make lab LAB_ARGS=--no-browser);"
-	@echo "            it saves notebooks without outputs, as git stores them"
+	@echo "make lab    open JupyterLab on your own copies of the notebooks, in my-notebooks/"
+	@echo "            (made on first use, never replaced; extra options: LAB_ARGS=--no-browser)"
+	@echo "make edit-notebooks  instructors: JupyterLab on notebooks/ itself, saving them stripped"
 	@echo "make strip  remove outputs from notebooks saved by another Jupyter"
 	@echo "make bench  benchmark against the baseline server, then durable vs in-memory ingest"
 	@echo "make clean  remove .venv and build/"
@@ -48,8 +49,14 @@ test: lint typecheck
 	@sh tools/nbstripout.sh --verify notebooks/*.ipynb
 	$(BIN)/pytest
 
-# tools/jupyter/ makes JupyterLab save notebooks stripped, so running them leaves git clean.
+# The learner's copies (git ignores my-notebooks/) keep their outputs and exercises through
+# save, reopen and git pull; tools/learner_copies.py adds new notebooks, never replaces one.
 lab: $(STAMP)
+	$(BIN)/python tools/learner_copies.py --source notebooks --target my-notebooks
+	$(BIN)/jupyter lab my-notebooks/ $(LAB_ARGS)
+
+# tools/jupyter/ makes JupyterLab save notebooks stripped, so editing them leaves git clean.
+edit-notebooks: $(STAMP)
 	JUPYTER_CONFIG_PATH="$(CURDIR)/tools/jupyter" $(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
 
 strip: $(STAMP)

@@ -7,7 +7,13 @@ widget. A screenshot of the notebook's end goes to ``build/screenshots/<notebook
 
 JupyterLab serves a copy of ``notebooks/`` inside a throwaway git repository set up with the
 project's notebook filter (``tools/nbstripout.sh``), and each notebook is saved after its run:
-``git status`` there must stay clean, as in the README's instructor workflow.
+``git status`` there must stay clean, as in the README's instructor workflow
+(``make edit-notebooks``).
+
+The learner's workflow (``make lab``) has a test of its own: JupyterLab on the learner's copies
+(``my-notebooks/``, made by ``tools/learner_copies.py``), a notebook run, an exercise typed and
+run, saved, JupyterLab restarted, the notebook reopened: its outputs and the exercise are still
+there, and stay there through a ``git pull`` that changed the original; ``git status`` is clean.
 
 Needs Playwright (``make venv`` installs it) and Debian's Chromium (``apt-get install chromium``;
 no browser download). Without them the tests skip; with ``METRICS_LAB_REQUIRE_BROWSER=1`` (CI)
@@ -25,10 +31,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,26 +84,52 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def browser() -> Iterator[Any]:
+    """Chromium from the system, through Playwright (a ``playwright.sync_api.Browser``)."""
     reason = _missing()
     if reason is not None:
         if REQUIRED:
             pytest.fail(f"METRICS_LAB_REQUIRE_BROWSER=1, but {reason}")
         pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def lab(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The instructors' JupyterLab: on ``notebooks/`` itself, saving them stripped."""
     repo = _learners_clone(tmp_path_factory.mktemp("clone"))
-    settings = tmp_path_factory.mktemp("lab-settings")
+    # What `make edit-notebooks` sets: notebooks are saved stripped (tools/jupyter/).
+    config = {"JUPYTER_CONFIG_PATH": str(ROOT / "tools" / "jupyter")}
+    with _jupyterlab(repo / "notebooks", tmp_path_factory.mktemp("lab"), config) as url:
+        yield Lab(url, repo, browser)
+
+
+@contextmanager
+def _jupyterlab(folder: Path, scratch: Path, config: dict[str, str]) -> Iterator[str]:
+    """A JupyterLab on ``folder`` (loopback, a free port, a token) until the block ends; its URL.
+
+    ``scratch`` holds the test's own settings and the log; ``config`` is added to the
+    environment (without it, no ``JUPYTER_CONFIG_PATH``: a learner's plain JupyterLab).
+    """
+    settings = scratch / "settings"
     for name, values in LAB_SETTINGS.items():
         path = settings / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values), encoding="utf-8")
-    env = {
-        **os.environ,
+    env = {key: value for key, value in os.environ.items() if key != "JUPYTER_CONFIG_PATH"}
+    env |= {
         "JUPYTERLAB_SETTINGS_DIR": str(settings),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path_factory.mktemp("workspaces")),
-        # What `make lab` sets: notebooks are saved stripped (tools/jupyter/).
-        "JUPYTER_CONFIG_PATH": str(ROOT / "tools" / "jupyter"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "workspaces"),
+        **config,
     }
-    log = tmp_path_factory.mktemp("lab-log") / "jupyterlab.log"
+    log = scratch / "jupyterlab.log"
     with log.open("wb") as log_file:
         server = subprocess.Popen(
             [
@@ -103,7 +137,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 "-m",
                 "jupyter",
                 "lab",
-                str(repo / "notebooks"),
+                str(folder),
                 "--no-browser",
                 "--allow-root",
                 "--ServerApp.ip=127.0.0.1",
@@ -113,12 +147,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             stdout=subprocess.DEVNULL,
             stderr=log_file,
             env=env,
-            cwd=repo,
+            cwd=folder.parent,
         )
     try:
-        url = _wait_for_url(server, log)
-        with _browser() as browser:
-            yield Lab(url, repo, browser)
+        yield _wait_for_url(server, log)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -151,20 +183,31 @@ def _learners_clone(where: Path) -> Path:
     )
     (where / "tools").mkdir()
     shutil.copy(ROOT / ".gitattributes", where / ".gitattributes")
-    shutil.copy(ROOT / "tools" / "nbstripout.sh", where / "tools" / "nbstripout.sh")
-    (where / ".venv").symlink_to(Path(sys.prefix))
-    (where / ".gitignore").write_text(".venv\n.ipynb_checkpoints/\n", encoding="utf-8")
-
-    def git(*args: str) -> None:
-        subprocess.run(["git", *args], cwd=where, check=True, capture_output=True)
-
-    git("init", "--quiet")
-    git("config", "user.email", "learner@example.invalid")
-    git("config", "user.name", "learner")
-    subprocess.run(["sh", "tools/nbstripout.sh", "--install"], cwd=where, check=True)
-    git("add", ".")
-    git("commit", "--quiet", "-m", "a fresh clone")
+    for tool in ("nbstripout.sh", "learner_copies.py"):
+        shutil.copy(ROOT / "tools" / tool, where / "tools" / tool)
+    # The project's own ignore list (it ignores my-notebooks/), and the venv linked in below.
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8")
+    (where / ".gitignore").write_text(ignored + ".venv\n", encoding="utf-8")
+    _git(where, "init", "--quiet")
+    _set_up_clone(where)
+    _git(where, "add", ".")
+    _git(where, "commit", "--quiet", "-m", "a fresh clone")
     return where
+
+
+def _set_up_clone(where: Path) -> None:
+    """What ``make venv`` does in a clone: a venv (this one, linked) and the notebook filter."""
+    (where / ".venv").symlink_to(Path(sys.prefix))
+    _git(where, "config", "user.email", "learner@example.invalid")
+    _git(where, "config", "user.name", "learner")
+    subprocess.run(["sh", "tools/nbstripout.sh", "--install"], cwd=where, check=True)
+
+
+def _git(where: Path, *args: str) -> str:
+    """Run git in ``where``; its output."""
+    return subprocess.run(
+        ["git", *args], cwd=where, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def _wait_for_url(server: subprocess.Popen[bytes], log: Path) -> str:
@@ -175,23 +218,6 @@ def _wait_for_url(server: subprocess.Popen[bytes], log: Path) -> str:
             return found.group(1)
         time.sleep(0.2)
     raise AssertionError("JupyterLab exited before it listened:\n" + log.read_text("utf-8"))
-
-
-class _browser:
-    """Chromium from the system, through Playwright; a context manager."""
-
-    def __enter__(self) -> Any:
-        from playwright.sync_api import sync_playwright
-
-        self._playwright = sync_playwright().start()
-        self._browser = self._playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS
-        )
-        return self._browser
-
-    def __exit__(self, *exc: object) -> None:
-        self._browser.close()
-        self._playwright.stop()
 
 
 # JavaScript run in the page: what the visible notebook shows, cell by cell.
@@ -224,30 +250,9 @@ INSPECT = """
 def test_notebook_runs_in_jupyterlab(lab: Lab, path: Path) -> None:
     page = lab.browser.new_page(viewport={"width": 1280, "height": 900})
     try:
-        # reset: a fresh workspace, without the tabs of the notebooks tested before.
-        page.goto(f"{lab.url}lab/tree/{path.name}?reset&token={TOKEN}")
-        # The status bar says "| Idle" once the page's kernel connection is up; the toolbar's
-        # indicator says idle earlier, and cells run then are lost.
-        page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        # Run All marks every code cell "[*]:"; each becomes "[n]:" once it ran, or "[ ]:" again
-        # if an earlier cell failed. Done when the first ran and none is left waiting.
-        page.wait_for_function(
-            """(panel) => {
-              const prompts = Array.from(document.querySelectorAll(
-                panel + ' .jp-CodeCell .jp-InputPrompt')).map((p) => p.textContent.trim());
-              return prompts.length > 0 && /^\\[\\d+\\]:$/.test(prompts[0]) &&
-                !prompts.includes('[*]:');
-            }""",
-            arg=PANEL,
-            timeout=RUN_LIMIT_MS,
-            polling=500,
-        )
-        page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=RUN_LIMIT_MS)
-        cells = page.evaluate(INSPECT, PANEL)
-        page.keyboard.press("Control+s")
-        page.locator(f"{PANEL} .jp-mod-dirty").wait_for(state="detached", timeout=30_000)
+        _open(page, lab.url, path.name)
+        cells = _run_all(page)
+        _save(page)
         _screenshots(page, path, cells)
     except Exception:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -272,10 +277,49 @@ def test_notebook_runs_in_jupyterlab(lab: Lab, path: Path) -> None:
     bars = [cell for cell in cells if "tqdm(" in cell["source"]]
     assert all(cell["progress"] for cell in bars), "a tqdm bar is not a progress widget"
     assert "Loading widget" not in "".join(cell["text"] for cell in cells)
-    status = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=lab.repo, capture_output=True, text=True, check=True
+    status = _git(lab.repo, "status", "--porcelain")
+    assert status == "", f"running and saving the notebook dirtied git:\n{status}"
+
+
+def _open(page: Any, url: str, name: str) -> None:
+    """Open a notebook in a fresh workspace, and wait until its kernel is ready."""
+    # reset: a fresh workspace, without the tabs of the notebooks tested before.
+    page.goto(f"{url}lab/tree/{name}?reset&token={TOKEN}")
+    # The status bar says "| Idle" once the page's kernel connection is up; the toolbar's
+    # indicator says idle earlier, and cells run then are lost.
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
+
+
+def _run_all(page: Any) -> list[dict[str, Any]]:
+    """Run > Run All Cells in the visible notebook; what its code cells show once it is done."""
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    # Run All marks every code cell "[*]:"; each becomes "[n]:" once it ran, or "[ ]:" again
+    # if an earlier cell failed. Done when the first ran and none is left waiting.
+    page.wait_for_function(
+        """(panel) => {
+          const prompts = Array.from(document.querySelectorAll(
+            panel + ' .jp-CodeCell .jp-InputPrompt')).map((p) => p.textContent.trim());
+          return prompts.length > 0 && /^\\[\\d+\\]:$/.test(prompts[0]) &&
+            !prompts.includes('[*]:');
+        }""",
+        arg=PANEL,
+        timeout=RUN_LIMIT_MS,
+        polling=500,
     )
-    assert status.stdout == "", f"running and saving the notebook dirtied git:\n{status.stdout}"
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=RUN_LIMIT_MS)
+    cells: list[dict[str, Any]] = page.evaluate(INSPECT, PANEL)
+    return cells
+
+
+def _save(page: Any) -> None:
+    """File > Save, by its shortcut; returns once the notebook is no longer marked unsaved."""
+    # The unsaved mark is on the notebook's tab, outside the panel; the notebook was run, so
+    # the mark is there until the save has gone through.
+    dirty = page.locator(".lm-TabBar-tab.lm-mod-current.jp-mod-dirty")
+    dirty.wait_for(state="attached", timeout=30_000)
+    page.keyboard.press("Control+s")
+    dirty.wait_for(state="detached", timeout=30_000)
 
 
 def _screenshots(page: Any, path: Path, cells: list[dict[str, Any]]) -> None:
@@ -289,3 +333,114 @@ def _screenshots(page: Any, path: Path, cells: list[dict[str, Any]]) -> None:
             code_cells.nth(index).screenshot(path=str(SCREENSHOTS / f"{path.stem}-cell{index}.png"))
     page.locator(f"{PANEL} .jp-Cell").last.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / f"{path.stem}.png"))
+
+
+# The learner's notebook for the save-and-reopen test: its figures are what a learner who closed
+# the tab missed most when `make lab` saved notebooks stripped.
+LEARNER_NOTEBOOK = "04_metrics_to_dataframes.ipynb"
+EXERCISE = 'print("my exercise:", 6 * 7)'
+EXERCISE_OUTPUT = "my exercise: 42"
+
+
+def test_learners_work_survives_save_reopen_and_pull(browser: Any, tmp_path: Path) -> None:
+    upstream = _learners_clone(tmp_path / "upstream")
+    learner = tmp_path / "learner"
+    _git(tmp_path, "clone", "--quiet", str(upstream), str(learner))
+    _set_up_clone(learner)
+    folder = learner / "my-notebooks"
+    assert "your copy, made now" in _learner_copies(learner)
+
+    with _jupyterlab(folder, tmp_path / "first-lab", {}) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            _open(page, url, LEARNER_NOTEBOOK)
+            _run_all(page)
+            _type_exercise(page)
+            saved = page.evaluate(INSPECT, PANEL)
+            _save(page)
+        finally:
+            page.close()
+    # JupyterLab has stopped, its kernels too: what the second one shows comes from the file.
+    on_disk = _outputs_on_disk(folder / LEARNER_NOTEBOOK)
+    assert "image/png" in json.dumps(on_disk), "the saved copy has no figure"
+    assert EXERCISE_OUTPUT in json.dumps(on_disk[-1]), "the exercise's output was not saved"
+
+    with _jupyterlab(folder, tmp_path / "second-lab", {}) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            _open(page, url, LEARNER_NOTEBOOK)
+            page.wait_for_function(
+                """(panel) => Array.from(document.querySelectorAll(panel + ' img'))
+                     .every((img) => img.complete)""",
+                arg=PANEL,
+                timeout=30_000,
+            )
+            reopened = page.evaluate(INSPECT, PANEL)
+            _learner_screenshots(page, reopened)
+        finally:
+            page.close()
+
+    def shown(cells: list[dict[str, Any]]) -> list[tuple[str, list[str], str]]:
+        return [(cell["prompt"], cell["mimes"], cell["text"]) for cell in cells]
+
+    assert shown(reopened) == shown(saved), "the reopened notebook shows other outputs"
+    assert all(ok for cell in reopened for ok in cell["images"]), "a figure did not load"
+    assert any(cell["images"] for cell in reopened), "no figure after reopening"
+    assert any(EXERCISE_OUTPUT in cell["text"] for cell in reopened), "the exercise is gone"
+    assert _git(learner, "status", "--porcelain") == "", "the learner's work dirtied git"
+
+    # The material changes upstream, and the learner pulls it.
+    original = upstream / "notebooks" / LEARNER_NOTEBOOK
+    changed = nbformat.read(original, as_version=4)
+    changed.cells.append(nbformat.v4.new_markdown_cell("A paragraph added upstream."))
+    nbformat.write(changed, original)
+    _git(upstream, "commit", "--quiet", "-am", "the material changes")
+    _git(learner, "pull", "--quiet")
+    said = _learner_copies(learner)
+    assert f"{LEARNER_NOTEBOOK}: its original has changed" in said
+    assert _outputs_on_disk(folder / LEARNER_NOTEBOOK) == on_disk, "the pull lost the work"
+    assert _git(learner, "status", "--porcelain") == ""
+
+
+def _learner_copies(clone: Path) -> str:
+    """Make or update the learner's copies as ``make lab`` does; what the tool printed."""
+    command = [sys.executable, "tools/learner_copies.py", "--source", "notebooks"]
+    run = subprocess.run(
+        [*command, "--target", "my-notebooks"], cwd=clone, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def _type_exercise(page: Any) -> None:
+    """Add a code cell at the notebook's end, as a learner does for an exercise, and run it."""
+    page.locator(f"{PANEL} .jp-Cell").last.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # command mode: a new cell below
+    page.keyboard.press("Enter")
+    page.keyboard.type(EXERCISE)
+    page.keyboard.press("Control+Enter")  # run it, and stay there
+    page.locator(f"{PANEL} .jp-OutputArea-output", has_text=EXERCISE_OUTPUT).wait_for(
+        timeout=60_000
+    )
+
+
+def _outputs_on_disk(path: Path) -> list[list[str]]:
+    """Each code cell's outputs in the saved file, as their MIME types or stream texts."""
+    notebook = nbformat.read(path, as_version=4)
+    return [
+        [output.get("text") or " ".join(sorted(output.get("data", {}))) for output in cell.outputs]
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+    ]
+
+
+def _learner_screenshots(page: Any, cells: list[dict[str, Any]]) -> None:
+    """The reopened notebook at its first figure, and at its end (the exercise)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    code_cells = page.locator(f"{PANEL} .jp-Cell.jp-CodeCell")
+    figure = next(index for index, cell in enumerate(cells) if cell["images"])
+    code_cells.nth(figure).scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "learner-reopened-figure.png"))
+    code_cells.last.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "learner-reopened-exercise.png"))

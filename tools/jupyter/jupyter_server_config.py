@@ -1,4 +1,5 @@
-"""JupyterLab settings for this repository, loaded by ``make lab`` and tests/test_browser.py.
+"""JupyterLab settings for editing the originals, loaded by ``make edit-notebooks`` and
+tests/test_browser.py (the instructors' workflow; a learner's ``make lab`` does not load them).
 
 They put ``tools/jupyter`` on ``JUPYTER_CONFIG_PATH``. A notebook saved from JupyterLab (by
 hand or by autosave) is written as git stores it: without outputs, execution counts, widget
