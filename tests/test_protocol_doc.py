@@ -1,0 +1,45 @@
+"""docs/PROTOCOL.md names every rule the checker checks, with the checker's own profile.
+
+The checker's reports name checks (``error-number-underscore``); PROTOCOL.md's last section
+lists them, so a learner can look up the rule behind a failed row. When the checker gains,
+renames or moves a check between profiles, this test fails until the document follows.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metrics_lab.conformance import CLIENT_CHECKS, SERVER_CHECKS
+from metrics_lab.conformance.report import Check
+
+PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
+
+
+def _table(heading: str) -> dict[str, str]:
+    """The ``| `check` | profile | ... |`` rows after the line starting with ``heading``."""
+    text = PROTOCOL.read_text(encoding="utf-8")
+    after = text[text.index("\n" + heading) :]
+    block = after.split("\n\n")[1]
+    return dict(re.findall(r"^\| `([a-z0-9-]+)` \| (course|strict) \|", block, re.MULTILINE))
+
+
+@pytest.mark.parametrize(
+    ("heading", "checks"),
+    [
+        ("Server (`metrics-lab check", SERVER_CHECKS),
+        ("Client (`metrics-lab check-client", CLIENT_CHECKS),
+    ],
+    ids=["server", "client"],
+)
+def test_every_check_is_listed_with_its_profile(heading: str, checks: list[Check[Any]]) -> None:
+    listed = _table(heading)
+    assert listed == {check.name: check.source for check in checks}
+
+
+def test_the_document_stands_alone() -> None:
+    text = PROTOCOL.read_text(encoding="utf-8")
+    assert "seed/" not in text, "PROTOCOL.md cites the course's task file, which is not here"
