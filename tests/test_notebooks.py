@@ -319,7 +319,19 @@ def _03_own_server_passes_the_checker(notebook: nbformat.NotebookNode) -> None:
     assert "FAIL" not in report
 
 
+def _05_measures_a_separate_server_and_stops_it(notebook: nbformat.NotebookNode) -> None:
+    results = _code_cell(notebook, "results = pd.DataFrame(")
+    [table] = [output for output in results.outputs if output.output_type == "execute_result"]
+    assert "points/s" in table.data["text/plain"], "the results table is shown"
+    printed = "".join(_stdout(cell) for cell in notebook.cells if cell.cell_type == "code")
+    started = re.findall(r"server process (\d+) serving on", printed)
+    stopped = re.findall(r"server process (\d+) stopped", printed)
+    assert started, "the notebook measures a server in a process of its own"
+    assert sorted(stopped) == sorted(started), "every server process it started was stopped"
+
+
 REACHED = {
     "03_inside_the_asyncio_server": _03_own_server_passes_the_checker,
+    "05_load_and_throughput": _05_measures_a_separate_server_and_stops_it,
 }
 """Per notebook: asserts on its executed copy that it reached the state it announces."""
