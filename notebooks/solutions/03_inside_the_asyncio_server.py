@@ -33,7 +33,7 @@ def is_point(key: str, value: str, timestamp: str) -> bool:
 
 
 def answer(line: bytes) -> bytes:
-    """The answer to one request line (without its "\\n"); b"" for an empty line."""
+    """The answer to one request line, given without its newline; b"" for an empty line."""
     try:
         fields = line.decode().split()  # split() also drops a "\r" and runs of spaces
     except UnicodeDecodeError:
