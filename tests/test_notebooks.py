@@ -77,6 +77,7 @@ def test_notebook_runs_cleanly_in_a_fresh_kernel(path: Path):
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(NO_SERVER_LEFT))
     run_notebook(notebook, path.parent)
+    REACHED.get(path.stem, _nothing_announced)(notebook)
     # Warnings and log records in a kernel go to the cell's stderr. Progress bars do too, and
     # they are welcome, so only text that looks like a warning, an error or a log fails.
     stderr = [
@@ -284,3 +285,53 @@ def test_notebook_06_is_an_exercise_with_the_checkers_verdict_after_each_step():
     assert "about half" not in prose, "counts are printed, not guessed in prose"
     assert "PROTOCOL.md" in prose
     assert '"The client"' in prose, "the client scaffold points to PROTOCOL.md's client rules"
+
+
+# --- each notebook reaches the state it announces, as its executed outputs show -------------
+
+
+def _stdout(cell: nbformat.NotebookNode) -> str:
+    return "".join(
+        output.text
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stdout"
+    )
+
+
+def _code_cell(notebook: nbformat.NotebookNode, part: str) -> nbformat.NotebookNode:
+    """The one code cell whose source holds ``part``."""
+    cells: list[nbformat.NotebookNode] = [
+        cell for cell in notebook.cells if cell.cell_type == "code" and part in cell.source
+    ]
+    assert len(cells) == 1, f"one code cell holds {part!r}, not {len(cells)}"
+    return cells[0]
+
+
+def _nothing_announced(notebook: nbformat.NotebookNode) -> None:
+    """Notebooks without a state to check here: running cleanly is what they announce."""
+
+
+def _03_own_server_passes_the_checker(notebook: nbformat.NotebookNode) -> None:
+    report = _stdout(_code_cell(notebook, "\nreport = await asyncio.to_thread(check_server"))
+    summary = re.search(r": (\d+)/(\d+) checks passed \(strict profile\)$", report.strip())
+    assert summary is not None, f"the checker's summary line is printed: {report[-300:]}"
+    assert summary[1] == summary[2], f"the notebook's own server passes every check: {summary[0]}"
+    assert "FAIL" not in report
+
+
+def _05_measures_a_separate_server_and_stops_it(notebook: nbformat.NotebookNode) -> None:
+    results = _code_cell(notebook, "results = pd.DataFrame(")
+    [table] = [output for output in results.outputs if output.output_type == "execute_result"]
+    assert "points/s" in table.data["text/plain"], "the results table is shown"
+    printed = "".join(_stdout(cell) for cell in notebook.cells if cell.cell_type == "code")
+    started = re.findall(r"server process (\d+) serving on", printed)
+    stopped = re.findall(r"server process (\d+) stopped", printed)
+    assert started, "the notebook measures a server in a process of its own"
+    assert sorted(stopped) == sorted(started), "every server process it started was stopped"
+
+
+REACHED = {
+    "03_inside_the_asyncio_server": _03_own_server_passes_the_checker,
+    "05_load_and_throughput": _05_measures_a_separate_server_and_stops_it,
+}
+"""Per notebook: asserts on its executed copy that it reached the state it announces."""
