@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
 from metrics_lab.conformance import check_client, check_server, load_client
-from metrics_lab.conformance.report import PROFILES
+from metrics_lab.conformance.report import PROFILE_MEANINGS, PROFILES
 from metrics_lab.errors import (
     ClientConnectionError,
     ClientError,
@@ -363,8 +363,8 @@ def _add_check_options(parser: argparse.ArgumentParser, *, default_timeout: floa
         "--profile",
         choices=PROFILES,
         default="strict",
-        help="course: only the course's rules (what its graders accept); strict: those and "
-        "PROTOCOL.md's stricter rules, reported apart (default: %(default)s)",
+        help="; ".join(f"{name}: {meaning}" for name, meaning in PROFILE_MEANINGS.items())
+        + " (default: %(default)s)",
     )
 
 
