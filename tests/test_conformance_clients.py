@@ -8,12 +8,13 @@ pass: the checker raises no false alarms.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
-from metrics_lab import Client
+from metrics_lab import AsyncClient, Client, ClientError
 from metrics_lab.cli import main
 from metrics_lab.conformance import CLIENT_CHECKS, check_client
 from metrics_lab.conformance.client_checks import load_client
@@ -161,3 +162,41 @@ def test_cli_check_client(capsys: pytest.CaptureFixture[str]) -> None:
     assert "checks passed" in capsys.readouterr().out
     assert main(["check-client", "no_such_module_here:Client"]) == 1
     assert "cannot import" in capsys.readouterr().err
+
+
+class BlockingAsyncClient:
+    """AsyncClient behind the course's blocking interface, on an event loop of its own.
+
+    The checker drives blocking clients; this lets the checks that need no socket recording
+    (AsyncClient connects with asyncio, not ``socket.create_connection``) run on AsyncClient.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = AsyncClient(host, port, timeout)
+        self._loop.run_until_complete(self._client.connect())
+
+    def put(self, key: str, value: float, timestamp: int | None = None) -> None:
+        self._loop.run_until_complete(self._client.put(key, value, timestamp))
+
+    def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
+        return self._loop.run_until_complete(self._client.get(key))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+
+
+@pytest.mark.parametrize("client_class", [Client, BlockingAsyncClient])
+def test_both_package_clients_never_hand_on_a_late_answer(client_class: type[Any]) -> None:
+    report = check_client(client_class, ClientError, timeout=CLIENT_FAST, only=["late-answer"])
+    assert report.passed, report.table()
+
+
+def test_a_client_that_hands_on_a_late_answer_is_caught() -> None:
+    report = check_client(
+        toy_client(keeps_garbage=True), ToyClientError, timeout=CLIENT_FAST, only=["late-answer"]
+    )
+    [result] = report.results
+    assert "returned the late answer to the timed-out get('cpu')" in result.detail
+    assert "got {'cpu': [(1, 1.0)]}" in result.detail

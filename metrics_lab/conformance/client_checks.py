@@ -908,7 +908,9 @@ def _garbage_status_early(ctx: ClientContext) -> None:
 )
 def _late_answer(ctx: ClientContext) -> None:
     late, own = b"ok\ncpu 1.0 1\n\n", b"ok\nmem 2.0 2\n\n"
-    server = ctx.serve({b"get cpu": [1.5 * ctx.timeout, late], b"get mem": [own]})
+    # The pause before the own answer lets the client read the late one alone first, as it
+    # would if the next request came later: a client that mixes the two up is then seen.
+    server = ctx.serve({b"get cpu": [1.5 * ctx.timeout, late], b"get mem": [ctx.timeout / 2, own]})
     client = ctx.client(server)
     expect_client_error(
         ctx, "get('cpu') answered after the client's timeout", lambda: client.get("cpu")
