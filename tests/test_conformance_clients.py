@@ -27,6 +27,7 @@ from tests.fake_server import (
     ToyClientError,
     toy_client,
 )
+from tests.learner_shapes.my_client import MyClient, MyClientError
 
 CLIENT_FAST = 0.5
 """The timeout given to clients under test; only the silent-server check waits it out."""
@@ -150,8 +151,10 @@ def test_a_client_that_ignores_its_timeout_is_reported_not_waited_for() -> None:
 
 def test_load_client_finds_the_class_and_its_error() -> None:
     assert load_client("metrics_lab.client:Client")[0] is Client
-    with pytest.raises(ValueError, match="ClientError"):
+    with pytest.raises(ValueError, match="ClientError or MetricsServerError"):
         load_client("metrics_lab.server:MetricsServer")
+    # A scaffold that names its error after its class, as notebook 06's MyClient does.
+    assert load_client("tests.learner_shapes.my_client:MyClient") == (MyClient, MyClientError)
     with pytest.raises(ValueError, match="MODULE:CLASS"):
         load_client("metrics_lab.client")
 

@@ -9,10 +9,20 @@ course profile would tell a learner the course rejects a solution it accepts.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from metrics_lab.background import serve_protocol_in_background
-from metrics_lab.conformance import Profile, Report, check_client, check_server
+from metrics_lab.conformance import (
+    HUNG_HINT,
+    SERVER_CHECKS,
+    Profile,
+    Report,
+    check_client,
+    check_protocol,
+    check_server,
+)
 from tests.learner_shapes import clients, servers
 
 FAST = 0.5
@@ -123,3 +133,75 @@ def test_the_grader_case_of_empty_line_fails_a_server_that_answers_the_blank_lin
     report = check_shape(AnswersEveryLine, "course")
     assert report.failed == ["empty-line"], report.table()
     assert "the course's graders would reject it: empty-line" in report.summary()
+
+
+# --- checked in this process, as notebook 06 does -------------------------------------------
+
+
+class CrashesOnGetWithoutKey(servers.ChunkServer):
+    """Unpacks the fields without a guard: ``get`` alone raises inside data_received."""
+
+    def process(self, line: str) -> str:
+        command, key = line.split()[:2]  # a lone "get" has one field: ValueError
+        return super().process(f"{command} {key}" if command == "get" else line)
+
+
+class LoopsOnGetWithoutKey(servers.ChunkServer):
+    """Waits for a key that never comes: ``get`` alone never returns."""
+
+    def process(self, line: str) -> str:
+        while line.split() == ["get"]:
+            pass
+        return super().process(line)
+
+
+def test_a_crash_shows_the_learners_traceback_in_the_row_of_the_check() -> None:
+    store: servers.Store = {}
+    report = check_protocol(
+        lambda: CrashesOnGetWithoutKey(store),
+        timeout=FAST,
+        only=["put-ok", "error-get-without-key"],
+    )
+    ok, crashed = report.results
+    assert ok.traceback == ""
+    assert crashed.status == "fail"
+    assert "sent 'get\\n'" in crashed.detail
+    assert "it probably crashed on this request" in crashed.detail
+    assert "in process\n    command, key = line.split()[:2]" in crashed.traceback
+    assert crashed.traceback.endswith("ValueError: not enough values to unpack (expected 2, got 1)")
+    assert "asyncio" not in crashed.traceback  # only the learner's frames
+    assert "the code under test" in report.table()
+
+
+def test_a_hang_ends_the_run_with_a_partial_report_and_the_line_it_hangs_on() -> None:
+    store: servers.Store = {}
+    seen: list[str] = []
+    report = check_protocol(
+        lambda: LoopsOnGetWithoutKey(store),
+        timeout=FAST,
+        profile="course",
+        progress=lambda number, total, result: seen.append(result.name),
+    )
+    names = [result.name for result in report.results]
+    assert names == seen
+    assert names[-1] == "error-get-without-key"  # the first check that sends a lone get
+    assert len(names) < len([c for c in SERVER_CHECKS if c.runs_in("course")])
+    assert not report.passed
+    assert HUNG_HINT in report.results[-1].detail
+    assert 'while line.split() == ["get"]:' in report.results[-1].traceback
+    assert f"stopped after error-get-without-key: {HUNG_HINT}" in report.summary()
+    assert "would accept" not in report.summary()
+    # The stuck thread was interrupted: the server's loop thread is gone.
+    assert all(thread.name != "checked-server" for thread in threading.enumerate())
+
+
+def test_a_client_exception_shows_the_learners_traceback() -> None:
+    class Crashes(clients.LearnerClient):
+        def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
+            return {key: [(1, 1 / 0)]}
+
+    report = check_client(Crashes, clients.ClientError, timeout=FAST, only=["get-parse"])
+    [result] = report.results
+    assert "get('cpu') raised ZeroDivisionError" in result.detail
+    assert "return {key: [(1, 1 / 0)]}" in result.traceback
+    assert result.traceback.endswith("ZeroDivisionError: division by zero")

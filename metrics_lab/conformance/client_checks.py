@@ -978,10 +978,11 @@ def _bad_key_not_sent(ctx: ClientContext) -> None:
 
 
 def load_client(spec: str) -> tuple[type[Any], type[BaseException]]:
-    """Import ``MODULE:CLASS`` (or ``path/to/file.py:CLASS``); return the class and its ClientError.
+    """Import ``MODULE:CLASS`` (or ``path/to/file.py:CLASS``); return the class and its error.
 
-    Raises ``ValueError`` with what to fix when the module, the class or ``ClientError``
-    cannot be found.
+    The error is the module's ``ClientError``, or ``<CLASS>Error`` (``MyClientError`` for
+    ``MyClient``). Raises ``ValueError`` with what to fix when the module, the class or the
+    error cannot be found.
     """
     module_name, _, class_name = spec.rpartition(":")
     if not module_name or not class_name:
@@ -1002,12 +1003,24 @@ def load_client(spec: str) -> tuple[type[Any], type[BaseException]]:
     client_class = getattr(module, class_name, None)
     if not isinstance(client_class, type):
         raise ValueError(f"{module_name!r} has no class {class_name!r}")
-    error_class = getattr(module, "ClientError", None)
-    if not (isinstance(error_class, type) and issubclass(error_class, BaseException)):
-        raise ValueError(
-            f"{module_name!r} must define (or import) ClientError next to {class_name}"
-        )
-    return client_class, error_class
+    return client_class, _error_class_of(client_class)
+
+
+def _error_class_of(client_class: type[Any]) -> type[BaseException]:
+    """The exception next to ``client_class``: ``ClientError``, or ``<class name>Error``.
+
+    The course names it ClientError; a scaffold named MyClient may name it MyClientError.
+    """
+    module = sys.modules.get(client_class.__module__)
+    names = ("ClientError", f"{client_class.__name__}Error")
+    for name in names:
+        error_class = getattr(module, name, None)
+        if isinstance(error_class, type) and issubclass(error_class, BaseException):
+            return error_class
+    raise ValueError(
+        f"{client_class.__module__!r} must define (or import) {' or '.join(names)} "
+        f"next to {client_class.__name__}"
+    )
 
 
 def check_client(
@@ -1021,7 +1034,8 @@ def check_client(
 ) -> Report:
     """Run the client checks of ``profile`` against ``client_class`` and return the report.
 
-    ``error_class`` defaults to the ``ClientError`` of the class's own module.
+    ``error_class`` defaults to the ``ClientError`` (or ``<class name>Error``) of the
+    class's own module.
     ``profile="course"`` predicts the course's graders (their rules fail, the task text's
     warn); ``"strict"`` (the default) is PROTOCOL.md, every rule. ``progress`` is called after
     each check.
@@ -1030,11 +1044,7 @@ def check_client(
     a time; what the client prints during a check is kept in that result's ``output``.
     """
     if error_class is None:
-        error_class = getattr(sys.modules.get(client_class.__module__), "ClientError", None)
-        if not (isinstance(error_class, type) and issubclass(error_class, BaseException)):
-            raise ValueError(
-                f"{client_class.__module__} has no ClientError next to {client_class.__name__}"
-            )
+        error_class = _error_class_of(client_class)
     checks = select(CLIENT_CHECKS, only, profile)
     results = []
     with _OUTPUT.installed():

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Final, Generic, Literal, TextIO, TypeVar
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "readable",
     "run_check",
     "select",
+    "user_frames",
+    "user_traceback",
 ]
 
 Source = Literal["grader", "task", "protocol"]
@@ -168,7 +173,9 @@ class Check(Generic[ContextT]):
 class CheckResult:
     """The outcome of one check under a profile; ``detail`` is empty when it passed.
 
-    ``output`` is what the client under test printed during the check (client checks only).
+    ``output`` is what the client under test printed during the check (client checks only);
+    ``traceback`` the peer's own traceback, where the checker could catch it (a client's
+    exception, or a crash of a server checked in this process).
     """
 
     name: str
@@ -177,6 +184,7 @@ class CheckResult:
     detail: str = ""
     source: Source = "protocol"
     output: str = ""
+    traceback: str = ""
 
     @property
     def passed(self) -> bool:
@@ -214,8 +222,8 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """Whether nothing failed under the profile (warnings do not count)."""
-        return not self.failed
+        """Whether every check ran and none failed under the profile (warnings do not count)."""
+        return not self.failed and not self.note
 
     @property
     def course_passed(self) -> bool:
@@ -245,7 +253,9 @@ class Report:
         grader, task, protocol = (self._broken_from(s) for s in ("grader", "task", "protocol"))
         if grader:
             line += f"; the course's graders would reject it: {', '.join(grader)}"
-        elif any(result.source == "grader" for result in self.results) and (task or protocol):
+        elif (
+            not self.note and any(r.source == "grader" for r in self.results) and (task or protocol)
+        ):
             line += "; the course's graders would accept it"
         if task:
             kind = "warnings" if self.profile == "course" else "failed"
@@ -307,6 +317,9 @@ def _format_results(results: Sequence[CheckResult]) -> list[str]:
         if result.output:
             shown = readable(result.output.encode(), OUTPUT_LIMIT)
             lines.append(f"  ({result.name}: the client printed '{shown}')")
+        if result.traceback:
+            lines.append(f"  ({result.name}, in the code under test:)")
+            lines.extend("    " + line for line in result.traceback.splitlines())
     return lines
 
 
@@ -321,13 +334,17 @@ def run_check(
     try:
         check.run(context)
     except CheckFailed as failure:
-        return broken(check, failure.detail, profile)
+        # A check raises CheckFailed while handling the peer's own exception, if there was one.
+        cause = failure.__context__
+        shown = user_traceback(cause) if cause is not None else ""
+        return replace(broken(check, failure.detail, profile), traceback=shown)
     # BaseException: a peer's exception from any base class (a learner's ClientError may
     # derive from BaseException) is reported, never left to kill the checker's thread.
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return broken(check, f"checker error: {exc!r}", profile)
+        result = broken(check, f"checker error: {exc!r}", profile)
+        return replace(result, traceback=user_traceback(exc))
     return CheckResult(check.name, check.description, "pass", source=check.source)
 
 
@@ -363,3 +380,24 @@ def select(
         )
         raise ValueError(f"unknown check(s) {', '.join(unknown)}{hint}; known: {', '.join(known)}")
     return [check for check in in_profile if check.name in only]
+
+
+TRACEBACK_LIMIT: Final = 6
+"""Frames of a peer's traceback shown under its row: the innermost, where it went wrong."""
+
+# Frames from here are the checker's or Python's own, never where a learner's bug is.
+_NOT_USER_CODE: Final = (str(Path(__file__).parent), sysconfig.get_paths()["stdlib"])
+
+
+def user_frames(frames: traceback.StackSummary) -> list[traceback.FrameSummary]:
+    """The frames of ``frames`` in the code under test (not the checker's, not the stdlib's)."""
+    return [frame for frame in frames if not frame.filename.startswith(_NOT_USER_CODE)]
+
+
+def user_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback through the code under test, or "" if it never passed through it."""
+    frames = user_frames(traceback.extract_tb(exc.__traceback__))
+    if not frames:
+        return ""
+    shown = traceback.format_list(frames[-TRACEBACK_LIMIT:])
+    return "".join([*shown, *traceback.format_exception_only(exc)]).rstrip()
