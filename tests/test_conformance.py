@@ -11,26 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import runpy
 import socket
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from metrics_lab import serve_in_background
 from metrics_lab.background import BackgroundServer, serve_protocol_in_background
 from metrics_lab.cli import main
-from metrics_lab.conformance import SERVER_CHECKS, Report, check_client, check_server
+from metrics_lab.conformance import SERVER_CHECKS, Report, check_server
 from metrics_lab.conformance.report import CheckFailed, CheckResult, readable
 from tests.fake_server import COURSE_ONLY, Faults, Flood, Silent, serve_toy
-from tests.test_conformance_clients import CLIENT_FAST
 
 FAST = 1.0
 """Per-answer timeout for checks against the toys: they answer at once, or never."""
-
-SOLUTIONS = Path(__file__).parent.parent / "notebooks" / "solutions" / "06_build_your_own_server.py"
 
 ALL_SERVER_CHECKS = {check.name for check in SERVER_CHECKS}
 GRADER_CHECKS = {check.name for check in SERVER_CHECKS if check.source == "grader"}
@@ -344,31 +338,3 @@ def test_a_report_groups_by_source_and_says_what_the_course_would_do() -> None:
     assert warned.summary() == (
         "server x: 0/1 checks passed (course profile); task-text rules warnings: t"
     )
-
-
-# --- notebook 06's solutions -------------------------------------------------------------
-
-
-def test_the_solutions_of_notebook_06_are_right() -> None:
-    solutions = runpy.run_path(str(SOLUTIONS))  # not as __main__: defines, does not run
-    assert check_server_class(solutions["DictServer"], profile="course").failed == []
-    assert check_server_class(solutions["DescendingServer"], profile="course").failed == []
-    # Python's float() and int() take 1_000 and non-ASCII digits, and str.split() splits
-    # keys at any Unicode space: rules the course never tests.
-    lenient_numbers = {"error-number-underscore", "error-non-ascii-digit", "error-key-control-char"}
-    assert set(check_server_class(solutions["DictServer"]).failed) <= lenient_numbers
-    descending = set(check_server_class(solutions["DescendingServer"]).failed)
-    assert "get-all-key-order" in descending
-    assert descending <= lenient_numbers | {"get-all-key-order"}
-    report = check_client(solutions["Client"], solutions["ClientError"], timeout=CLIENT_FAST)
-    # Found by the checks of issue 13, left for notebook 06's owner: after a garbled reply
-    # the solution's client keeps the garbage in its buffer (and waits for "\n\n" first).
-    assert set(report.failed) == {"garbage-not-kept", "garbage-status-early", "late-answer"}, (
-        report.table()
-    )
-
-
-def check_server_class(server_class: Any, profile: Any = "strict") -> Report:
-    store: dict[str, Any] = {}
-    with serve_protocol_in_background(lambda: server_class(store)) as server:
-        return check_server(*server.address, timeout=FAST, profile=profile)

@@ -158,13 +158,14 @@ def check_protocol(
     only: Sequence[str] | None = None,
     profile: Profile = "strict",
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> Report:
     """Serve ``protocol_factory`` in a thread here and run the server checks against it.
 
     As :func:`~metrics_lab.conformance.check_server`, and: a check during which the server
     raised shows the traceback in its row; a server whose loop is stuck after a check ends
     the run there, with the checks so far and a note that says so. ``progress`` is called
-    after each check.
+    after each check; ``name`` names the server in the report (the factory's name by default).
     """
     names = [c.name for c in SERVER_CHECKS if c.runs_in(profile)] if only is None else only
     results: list[CheckResult] = []
@@ -192,7 +193,8 @@ def check_protocol(
                 progress(len(results), len(names), result)
             if note:
                 break
-    return Report(f"server {protocol_name(protocol_factory)}", tuple(results), profile, note)
+    target = f"server {name or protocol_name(protocol_factory)}"
+    return Report(target, tuple(results), profile, note)
 
 
 def protocol_name(protocol_factory: Callable[[], asyncio.BaseProtocol]) -> str:
