@@ -172,21 +172,21 @@ def check_protocol(
     note = ""
     with _WatchedServer(protocol_factory) as server:
         host, port = server.address
-        for name in names:
+        for check_name in names:
             mark = len(server.crashes)
             [result] = check_server(
-                host, port, timeout=timeout, only=[name], profile=profile
+                host, port, timeout=timeout, only=[check_name], profile=profile
             ).results
             crashes = server.crashes_since(mark)
             if crashes:
                 result = replace(result, traceback="\n".join(crashes))
             if not server.responsive(timeout):
-                check = next(c for c in SERVER_CHECKS if c.name == name)
+                check = next(c for c in SERVER_CHECKS if c.name == check_name)
                 result = replace(
                     broken(check, f"the server stopped answering: {HUNG_HINT}", profile),
                     traceback=f"stuck here:\n{server.stuck_at()}",
                 )
-                note = f"stopped after {name}: {HUNG_HINT}"
+                note = f"stopped after {check_name}: {HUNG_HINT}"
                 server.interrupt()
             results.append(result)
             if progress is not None:
