@@ -422,20 +422,28 @@ def _check(args: argparse.Namespace) -> int:
 def _not_a_metrics_server(host: str, port: int, timeout: float) -> str | None:
     """Why ``host:port`` cannot be checked at all (nothing listens, a web server), or None.
 
-    Said once here, rather than as the same failure in every check's row.
+    Said once here, rather than as the same failure in every check's row. The question asked
+    is a plain ``get`` of a key no one uses: a fragile server under test survives it, where
+    an HTTP request could crash it before the first check.
     """
     where = f"{host}:{port}"
     try:
-        socket.create_connection((host, port), timeout).close()
+        with socket.create_connection((host, port), timeout) as sock:
+            sock.sendall(b"get conformance.hello\n")
+            first = sock.recv(16)
     except ConnectionRefusedError:
         return (
             f"nothing listens on {where}: start your server there (e.g. "
             f"`python my_server.py --port {port}`), or give the address of a running one"
             + (f" ({PORT_HINT}: pick another port for yours)" if port == DEFAULT_PORT else "")
         )
+    except TimeoutError:
+        return None  # a silent server: the checks say what they miss
     except OSError as exc:
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            return None  # it hung up on a get: the checks show that too
         return f"cannot connect to {where}: {exc.strerror or exc}"
-    if _speaks_http(host, port):
+    if first.startswith(b"HTTP/") or first.lstrip().lower().startswith((b"<!doctype", b"<html")):
         return (
             f"a web server listens on {where}, not a metrics server ({PORT_HINT}); start "
             "yours on a free port, e.g. 9000, and check that: `metrics-lab check 9000`"

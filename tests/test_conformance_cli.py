@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -112,3 +114,54 @@ def test_check_shows_progress_per_check_on_stderr_and_none_under_json(
         captured = capsys.readouterr()
     assert captured.err == ""
     assert json.loads(captured.out)["passed"] is True
+
+
+# A server as a learner's first blocking attempt may be: one connection at a time, and a
+# value that is not a number kills the whole process.
+CRASHING_SERVER = """
+import socket
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+while True:
+    connection, _ = listener.accept()
+    with connection:
+        for line in connection.makefile("rb"):
+            fields = line.split()
+            if fields[0] == b"put":
+                float(fields[2])
+            connection.sendall(b"ok\\n\\n")
+"""
+
+
+def test_a_server_that_dies_ends_the_run_with_the_request_that_killed_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    command = [sys.executable, "-c", CRASHING_SERVER]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as server:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        only = [
+            "put-ok",
+            "error-value-not-number",
+            "error-timestamp-not-integer",
+            "error-put-bad-utf8-key",
+            "survives-errors",
+            "long-line",
+        ]
+        status = main(["check", str(port), "--timeout", FAST, "--json", "--only", *only])
+        server.wait(timeout=10)
+        assert server.stderr is not None
+        assert b"could not convert string to float: b'x'" in server.stderr.read()
+    document = json.loads(capsys.readouterr().out)
+    assert status == 1
+    killed = document["results"][1]
+    assert killed["name"] == "error-value-not-number"
+    assert "it probably crashed on this request); sent 'put conformance." in killed["detail"]
+    assert " x 1\\n'" in killed["detail"]
+    # The process takes a moment to close its port, so the stop comes a check or two later.
+    stopped = document["results"][-1]["name"]
+    assert stopped in only[2:4], document["note"]
+    assert document["note"] == (
+        f"stopped at {stopped}: the server stopped accepting connections (it crashed or "
+        "exited; the failures before show the last requests it got)"
+    )

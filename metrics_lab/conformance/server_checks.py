@@ -63,6 +63,8 @@ class ServerContext:
     prefix: str
     max_answer: int = DEFAULT_MAX_ANSWER
     max_get_all: int = MAX_GET_ALL
+    refused: bool = False
+    """Whether a connection was refused: nothing listens (any more) on the port."""
     _probes: list[Probe] = field(default_factory=list)
 
     def key(self, suffix: str = "") -> str:
@@ -74,6 +76,7 @@ class ServerContext:
         try:
             probe = Probe(self.host, self.port, self.timeout, self.max_answer)
         except OSError as exc:
+            self.refused = isinstance(exc, ConnectionRefusedError)
             raise CheckFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         self._probes.append(probe)
         return probe
@@ -657,6 +660,7 @@ def check_server(
     checks = select(SERVER_CHECKS, only, profile)
     run_id = secrets.token_hex(4)
     results = []
+    note = ""
     for number, check in enumerate(checks, 1):
         ctx = ServerContext(host, port, timeout, f"conformance.{run_id}.{check.name}")
         try:
@@ -665,4 +669,13 @@ def check_server(
             ctx.close()
         if progress is not None:
             progress(number, len(checks), results[-1])
-    return Report(f"server {host}:{port}", tuple(results), profile)
+        if ctx.refused:
+            # Every later check would fail the same way: say it once, and stop.
+            note = (
+                f"stopped at {check.name}: nothing accepts connections on {host}:{port}"
+                if number == 1
+                else f"stopped at {check.name}: the server stopped accepting connections "
+                "(it crashed or exited; the failures before show the last requests it got)"
+            )
+            break
+    return Report(f"server {host}:{port}", tuple(results), profile, note)
