@@ -15,12 +15,13 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
-from metrics_lab.conformance import check_client, check_server, load_client
+from metrics_lab.conformance import Report, check_client, check_server, load_client
 from metrics_lab.conformance.report import PROFILE_MEANINGS, PROFILES, print_progress
 from metrics_lab.errors import (
     ClientConnectionError,
@@ -403,16 +404,26 @@ def _check(args: argparse.Namespace) -> int:
     if problem:
         print(f"metrics-lab: {problem}", file=sys.stderr)
         return 1
+    options = _check_options(args)
+    return _report(args, lambda: check_server(host, port, **options))
+
+
+def _check_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``check`` and ``check-client`` both pass to their checker."""
+    progress = None if args.json else print_progress  # JSON stays the only output
+    return {
+        "timeout": args.timeout,
+        "only": args.only,
+        "profile": args.profile,
+        "progress": progress,
+    }
+
+
+def _report(args: argparse.Namespace, run: Callable[[], Report]) -> int:
+    """Run the checker, print its report (a table, or JSON), and return the exit status."""
     try:
-        report = check_server(
-            host,
-            port,
-            timeout=args.timeout,
-            only=args.only,
-            profile=args.profile,
-            progress=None if args.json else print_progress,
-        )
-    except ValueError as exc:  # an unknown --only name
+        report = run()
+    except ValueError as exc:  # an unknown --only name, a client that cannot be loaded
         print(f"metrics-lab: {exc}", file=sys.stderr)
         return 1
     print(report.to_json() if args.json else report.table())
@@ -456,18 +467,9 @@ def _check_client(args: argparse.Namespace) -> int:
     # does not put on sys.path by itself.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
+
+    def run() -> Report:
         client_class, error_class = load_client(args.client)
-        report = check_client(
-            client_class,
-            error_class,
-            timeout=args.timeout,
-            only=args.only,
-            profile=args.profile,
-            progress=None if args.json else print_progress,
-        )
-    except ValueError as exc:
-        print(f"metrics-lab: {exc}", file=sys.stderr)
-        return 1
-    print(report.to_json() if args.json else report.table())
-    return 0 if report.passed else 1
+        return check_client(client_class, error_class, **_check_options(args))
+
+    return _report(args, run)

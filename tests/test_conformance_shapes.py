@@ -30,11 +30,8 @@ FAST = 0.5
 # What every learner server breaks: it handles each chunk as whole lines, so blank lines,
 # split requests and long lines go wrong, and float()/int()/str.split() take what PROTOCOL.md
 # refuses. None of it is in the task text or the grader.
-CHUNK_SERVER_STRICT = {
-    "blank-lines",
-    "split-request",
-    "split-utf8",
-    "long-line",
+NO_LINE_BUFFER = {"split-request", "split-utf8", "long-line"}
+LENIENT_PARSING = {
     "error-value-not-finite",
     "error-timestamp-over-64-bit",
     "error-put-star-key",
@@ -43,6 +40,7 @@ CHUNK_SERVER_STRICT = {
     "error-key-control-char",
     "error-put-bad-utf8-key",
 }
+CHUNK_SERVER_STRICT = {"blank-lines"} | NO_LINE_BUFFER | LENIENT_PARSING
 ERROR_TEXT_CHECKS = {
     "error-unknown-command",
     "error-uppercase-command",

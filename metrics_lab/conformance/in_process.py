@@ -22,8 +22,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from metrics_lab.conformance.report import (
     TRACEBACK_LIMIT,
@@ -139,17 +138,6 @@ class _WatchedServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(wait)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def check_protocol(
     protocol_factory: Callable[[], asyncio.BaseProtocol],
@@ -170,7 +158,8 @@ def check_protocol(
     names = [c.name for c in SERVER_CHECKS if c.runs_in(profile)] if only is None else only
     results: list[CheckResult] = []
     note = ""
-    with _WatchedServer(protocol_factory) as server:
+    server = _WatchedServer(protocol_factory)
+    try:
         host, port = server.address
         for check_name in names:
             mark = len(server.crashes)
@@ -193,6 +182,8 @@ def check_protocol(
                 progress(len(results), len(names), result)
             if note:
                 break
+    finally:
+        server.close()
     target = f"server {name or protocol_name(protocol_factory)}"
     return Report(target, tuple(results), profile, note)
 
