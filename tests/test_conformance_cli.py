@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from metrics_lab import serve_in_background
+from metrics_lab import Client, serve_in_background
 from metrics_lab.cli import _parser, main
-from metrics_lab.conformance import SERVER_CHECKS
+from metrics_lab.conformance import SERVER_CHECKS, check_client, check_server
 
 FAST = "0.5"
 
@@ -165,3 +165,11 @@ def test_a_server_that_dies_ends_the_run_with_the_request_that_killed_it(
         f"stopped at {stopped}: the server stopped accepting connections (it crashed or "
         "exited; the failures before show the last requests it got)"
     )
+
+
+@pytest.mark.parametrize("timeout", [0.0, -1.0, float("nan")])
+def test_the_library_refuses_a_timeout_of_no_time_too(timeout: float) -> None:
+    with pytest.raises(ValueError, match="no time for an answer"):
+        check_server("127.0.0.1", 1, timeout=timeout)
+    with pytest.raises(ValueError, match="no time for an answer"):
+        check_client(Client, timeout=timeout)

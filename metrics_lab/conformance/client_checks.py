@@ -1045,7 +1045,7 @@ def check_client(
     """
     if error_class is None:
         error_class = _error_class_of(client_class)
-    checks = select(CLIENT_CHECKS, only, profile)
+    checks = select(CLIENT_CHECKS, only, profile, timeout)
     results = []
     with _OUTPUT.installed():
         for number, check in enumerate(checks, 1):

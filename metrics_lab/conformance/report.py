@@ -358,14 +358,20 @@ def broken(check: Check[ContextT], why: str, profile: Profile) -> CheckResult:
 
 
 def select(
-    checks: Sequence[Check[ContextT]], only: Sequence[str] | None, profile: Profile = "strict"
+    checks: Sequence[Check[ContextT]],
+    only: Sequence[str] | None,
+    profile: Profile = "strict",
+    timeout: float = 1.0,
 ) -> list[Check[ContextT]]:
     """The checks of ``profile`` named in ``only`` (all of them for ``None``).
 
-    Raises ValueError for a name no check has, or one the profile does not run.
+    Raises ValueError for a name no check has, one the profile does not run, or a
+    ``timeout`` (of the run about to start) of 0 or less.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    if not timeout > 0:  # "not >" refuses nan too
+        raise ValueError(f"a timeout of {timeout} s leaves no time for an answer: give more than 0")
     in_profile = [check for check in checks if check.runs_in(profile)]
     if only is None:
         return in_profile

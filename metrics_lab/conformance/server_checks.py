@@ -657,7 +657,7 @@ def check_server(
     few timeouts. ``only`` picks checks by name. Checks run one at a time, each on its own
     connections and keys, so a run's report does not depend on timing.
     """
-    checks = select(SERVER_CHECKS, only, profile)
+    checks = select(SERVER_CHECKS, only, profile, timeout)
     run_id = secrets.token_hex(4)
     results = []
     note = ""
