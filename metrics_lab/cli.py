@@ -434,13 +434,15 @@ def _not_a_metrics_server(host: str, port: int, timeout: float) -> str | None:
     """Why ``host:port`` cannot be checked at all (nothing listens, a web server), or None.
 
     Said once here, rather than as the same failure in every check's row. The question asked
-    is a plain ``get`` of a key no one uses: a fragile server under test survives it, where
-    an HTTP request could crash it before the first check.
+    is a ``get`` of a key no one uses, then an empty line (as the course's grader sends its
+    wrong command): a fragile server under test survives it, where an HTTP request could
+    crash it before the first check, and an HTTP server (JupyterLab's tornado) answers once
+    the empty line ends what it takes for headers.
     """
     where = f"{host}:{port}"
     try:
         with socket.create_connection((host, port), timeout) as sock:
-            sock.sendall(b"get conformance.hello\n")
+            sock.sendall(b"get conformance.hello\n\n")
             first = sock.recv(16)
     except ConnectionRefusedError:
         return (
