@@ -15,13 +15,14 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from metrics_lab.background import serve_in_background
 from metrics_lab.client import Client
-from metrics_lab.conformance import check_client, check_server, load_client
-from metrics_lab.conformance.report import PROFILES
+from metrics_lab.conformance import Report, check_client, check_server, load_client
+from metrics_lab.conformance.report import PROFILE_MEANINGS, PROFILES, print_progress
 from metrics_lab.errors import (
     ClientConnectionError,
     ClientError,
@@ -335,7 +336,12 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_check_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     server_parser = commands.add_parser("check", help="check a running server against PROTOCOL.md")
     server_parser.add_argument(
-        "address", type=_address, metavar="HOST:PORT", help="e.g. 127.0.0.1:8888"
+        "address",
+        type=_address,
+        nargs="?",
+        default=(DEFAULT_HOST, DEFAULT_PORT),
+        metavar="[HOST:]PORT",
+        help=f"e.g. 127.0.0.1:9000 or 9000 (default: {DEFAULT_HOST}:{DEFAULT_PORT})",
     )
     _add_check_options(server_parser, default_timeout=2.0)
     server_parser.set_defaults(run=_check)
@@ -351,40 +357,111 @@ def _add_check_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _add_check_options(parser: argparse.ArgumentParser, *, default_timeout: float) -> None:
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as JSON (and no progress)"
+    )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=default_timeout,
-        help="seconds to wait for any one answer (default: %(default)s)",
+        help="seconds to wait for any one answer, more than 0 (default: %(default)s)",
     )
     parser.add_argument("--only", nargs="+", metavar="RULE", help="run only these checks")
     parser.add_argument(
         "--profile",
         choices=PROFILES,
         default="strict",
-        help="course: only the course's rules (what its graders accept); strict: those and "
-        "PROTOCOL.md's stricter rules, reported apart (default: %(default)s)",
+        help="; ".join(f"{name}: {meaning}" for name, meaning in PROFILE_MEANINGS.items())
+        + " (default: %(default)s)",
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:  # "not >" also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"{text} is no time to wait for an answer: give more than 0 seconds"
+        )
+    return seconds
+
+
 def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, like 127.0.0.1:8888, not {text!r}")
-    return host.strip("[]"), int(port)
+    """``HOST:PORT``, ``[IPv6]:PORT`` or a bare ``PORT`` (on 127.0.0.1, as put and get)."""
+    host, colon, port = text.rpartition(":")
+    if not port.isdigit() or (colon and not host) or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected [HOST:]PORT with a port 1-65535, like 127.0.0.1:9000 or 9000, not {text!r}"
+        )
+    return (host.strip("[]") or DEFAULT_HOST), int(port)
 
 
 def _check(args: argparse.Namespace) -> int:
+    host, port = args.address
+    problem = _not_a_metrics_server(host, port, args.timeout)
+    if problem:
+        print(f"metrics-lab: {problem}", file=sys.stderr)
+        return 1
+    options = _check_options(args)
+    return _report(args, lambda: check_server(host, port, **options))
+
+
+def _check_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``check`` and ``check-client`` both pass to their checker."""
+    progress = None if args.json else print_progress  # JSON stays the only output
+    return {
+        "timeout": args.timeout,
+        "only": args.only,
+        "profile": args.profile,
+        "progress": progress,
+    }
+
+
+def _report(args: argparse.Namespace, run: Callable[[], Report]) -> int:
+    """Run the checker, print its report (a table, or JSON), and return the exit status."""
     try:
-        report = check_server(
-            *args.address, timeout=args.timeout, only=args.only, profile=args.profile
-        )
-    except ValueError as exc:  # an unknown --only name
+        report = run()
+    except ValueError as exc:  # an unknown --only name, a client that cannot be loaded
         print(f"metrics-lab: {exc}", file=sys.stderr)
         return 1
     print(report.to_json() if args.json else report.table())
     return 0 if report.passed else 1
+
+
+def _not_a_metrics_server(host: str, port: int, timeout: float) -> str | None:
+    """Why ``host:port`` cannot be checked at all (nothing listens, a web server), or None.
+
+    Said once here, rather than as the same failure in every check's row. The question asked
+    is a ``get`` of a key no one uses, then an empty line (as the course's grader sends its
+    wrong command): a fragile server under test survives it, where an HTTP request could
+    crash it before the first check, and an HTTP server (JupyterLab's tornado) answers once
+    the empty line ends what it takes for headers.
+    """
+    where = f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout) as sock:
+            sock.sendall(b"get conformance.hello\n\n")
+            first = sock.recv(16)
+    except ConnectionRefusedError:
+        return (
+            f"nothing listens on {where}: start your server there (e.g. "
+            f"`python my_server.py --port {port}`), or give the address of a running one"
+            + (f" ({PORT_HINT}: pick another port for yours)" if port == DEFAULT_PORT else "")
+        )
+    except TimeoutError:
+        return None  # a silent server: the checks say what they miss
+    except OSError as exc:
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            return None  # it hung up on a get: the checks show that too
+        return f"cannot connect to {where}: {exc.strerror or exc}"
+    if first.startswith(b"HTTP/") or first.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        return (
+            f"a web server listens on {where}, not a metrics server ({PORT_HINT}); start "
+            "yours on a free port, e.g. 9000, and check that: `metrics-lab check 9000`"
+        )
+    return None
 
 
 def _check_client(args: argparse.Namespace) -> int:
@@ -392,13 +469,9 @@ def _check_client(args: argparse.Namespace) -> int:
     # does not put on sys.path by itself.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
+
+    def run() -> Report:
         client_class, error_class = load_client(args.client)
-        report = check_client(
-            client_class, error_class, timeout=args.timeout, only=args.only, profile=args.profile
-        )
-    except ValueError as exc:
-        print(f"metrics-lab: {exc}", file=sys.stderr)
-        return 1
-    print(report.to_json() if args.json else report.table())
-    return 0 if report.passed else 1
+        return check_client(client_class, error_class, **_check_options(args))
+
+    return _report(args, run)

@@ -20,7 +20,9 @@ from tools.export_notebooks import KERNEL, export_notebook, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.py"))
+# The numbered solution scripts, one per notebook. server.py and client.py beside them are a
+# program that serves until stopped and a module: tests/test_solutions.py runs those.
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_*.py"))
 
 WARNING_LIKE = re.compile(r"Warning|Error|Traceback|WARNING|ERROR|CRITICAL")
 

@@ -40,8 +40,10 @@ from metrics_lab.conformance.report import (
     CheckFailed,
     CheckResult,
     Profile,
+    Progress,
     Report,
     Source,
+    broken,
     readable,
     run_check,
     select,
@@ -54,9 +56,10 @@ DEFAULT_TIMEOUT: Final = 2.0
 
 _CHUNK_PAUSE: Final = 0.05  # between the pieces of an answer sent in pieces
 
-Reply = list[bytes] | None
+Reply = Sequence[bytes | float] | None
 """What the scripted server does for one request line: send these chunks (with a short pause
-between them; ``[]`` means stay silent), or hang up (``None``)."""
+between them; ``[]`` means stay silent; a float is a pause of that many seconds first), or
+hang up (``None``)."""
 
 
 def conformant_reply(line: bytes) -> Reply:
@@ -75,13 +78,14 @@ class ScriptedServer:
     """A TCP server in a thread that answers each request line as ``script`` says.
 
     ``received`` holds every byte received on every connection, ``lines`` every request
-    line (without ``\\n``). :meth:`stop` closes the listener and every connection, which also
-    unblocks a client stuck waiting for an answer.
+    line (without ``\\n``), ``sent`` every byte sent. :meth:`stop` closes the listener and
+    every connection, which also unblocks a client stuck waiting for an answer.
     """
 
     def __init__(self, script: Callable[[bytes], Reply]) -> None:
         self.script = script
         self.received = bytearray()
+        self.sent = bytearray()
         self.lines: list[bytes] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.01)  # how often the accept loop looks at the stop flag
@@ -133,9 +137,14 @@ class ScriptedServer:
                         connection.close()
                         return
                     for index, chunk in enumerate(reply):
+                        if isinstance(chunk, float):
+                            time.sleep(chunk)
+                            continue
                         if index:
                             time.sleep(_CHUNK_PAUSE)  # make each piece its own segment
                         connection.sendall(chunk)
+                        with self._lock:
+                            self.sent += chunk
 
     def stop(self) -> None:
         """Close everything and wait (briefly) for the threads."""
@@ -357,11 +366,31 @@ def expect_wire(server: ScriptedServer, expected: bytes, what: str) -> None:
 
 def expect_result(result: object, expected: object, what: str, answer: bytes) -> None:
     """Fail unless the client returned ``expected`` (types and signs of zero included)."""
-    if result != expected or _shape(result) != _shape(expected):
+    if result == expected and _shape(result) == _shape(expected):
+        return
+    got, wanted = _points(result), _points(expected)
+    if got is not None and wanted is not None and got < wanted:
         raise CheckFailed(
-            f"{what} must return {expected!r} for this answer, returned {result!r}",
+            f"{what} returned a truncated answer: {len(got)} of its {len(wanted)} points "
+            "(does the client stop reading before the answer's final \\n\\n, after one "
+            "recv of a fixed size?)",
             sent=answer,
         )
+    raise CheckFailed(
+        f"{what} must return {readable(repr(expected).encode())} for this answer, "
+        f"returned {readable(repr(result).encode())}",
+        sent=answer,
+    )
+
+
+def _points(result: object) -> set[tuple[object, object, object]] | None:
+    """The ``(key, timestamp, value)`` points of a get result, or None if it is not one."""
+    if not isinstance(result, dict):
+        return None
+    try:
+        return {(key, point[0], point[1]) for key, series in result.items() for point in series}
+    except (TypeError, IndexError):
+        return None
 
 
 def _shape(value: object) -> object:
@@ -396,13 +425,35 @@ CLIENT_CHECKS: list[Check[ClientContext]] = []
 """Every client check, in the order a report lists them."""
 
 
+# The task text's words behind the ``task`` rules (quoted from the course's Russian text;
+# what they say in English follows each quote).
+_TASK_PUT: Final = (
+    "'message = \"put <key> <value> <timestamp>\\n\"', 'её значение (value), полученное в "
+    "момент времени timestamp' (the value as given, and the time it was taken)"
+)
+_TASK_GET: Final = (
+    "'{key : [(timestamp_1, value_1),..., (timestamp_n, value_n)]}' "
+    "(each key's points, timestamp by timestamp, with the values the server sent)"
+)
+_TASK_WORDS: Final = {
+    "put-value-precision": _TASK_PUT,
+    "put-timestamp-now": _TASK_PUT,
+    "get-sorted": _TASK_GET,
+    "get-value-precision": _TASK_GET,
+    "error-on-put": (
+        "'Метод put ... выбрасывает исключения в зависимости от произошедших в ходе "
+        "выполнения ошибок' (put raises an exception when something went wrong)"
+    ),
+}
+
+
 def client_check(
     name: str, description: str, source: Source
 ) -> Callable[[Callable[[ClientContext], None]], Callable[[ClientContext], None]]:
     """Register the decorated function as a client check of the rule ``description``."""
 
     def register(run: Callable[[ClientContext], None]) -> Callable[[ClientContext], None]:
-        CLIENT_CHECKS.append(Check(name, description, run, source))
+        CLIENT_CHECKS.append(Check(name, description, run, source, _TASK_WORDS.get(name, "")))
         return run
 
     return register
@@ -411,13 +462,25 @@ def client_check(
 @client_check(
     "connect",
     "Client(host, port, timeout) calls socket.create_connection((host, port), timeout)",
-    "course",
+    "grader",
 )
 def _connect(ctx: ClientContext) -> None:
     server = ctx.serve()
-    ctx.client(server)
+    client = ctx.client(server)
     if not ctx.connections:
-        raise CheckFailed("the client did not call socket.create_connection")
+        # A client may connect lazily, in its first request: the course's test accepts that.
+        call("put('cpu', 0.5, 1)", lambda: client.put("cpu", 0.5, 1))
+    if not ctx.connections:
+        how = (
+            "it reached the server by another way (socket.socket().connect, or a "
+            "create_connection imported with 'from socket import create_connection', "
+            "which the course's test cannot replace)"
+            if server.received
+            else "nothing reached the server"
+        )
+        raise CheckFailed(
+            f"neither Client(...) nor its first put called socket.create_connection: {how}"
+        )
     args, kwargs = ctx.connections[0]
     timeout = args[1] if len(args) > 1 else kwargs.get("timeout")
     if tuple(args[0]) != server.address or timeout != ctx.timeout:
@@ -427,7 +490,7 @@ def _connect(ctx: ClientContext) -> None:
         )
 
 
-@client_check("connect-refused", "a refused connection raises ClientError, not OSError", "strict")
+@client_check("connect-refused", "a refused connection raises ClientError, not OSError", "protocol")
 def _connect_refused(ctx: ClientContext) -> None:
     # A socket bound but not listening: connecting to it is refused, and no one else can
     # start listening on the port while we hold it.
@@ -444,7 +507,7 @@ def _connect_refused(ctx: ClientContext) -> None:
 @client_check(
     "put-wire",
     "put('palm.cpu', 10.5, 1501864247) sends put palm.cpu 10.5 1501864247\\n",
-    "course",
+    "grader",
 )
 def _put_wire(ctx: ClientContext) -> None:
     server = ctx.serve()
@@ -454,7 +517,7 @@ def _put_wire(ctx: ClientContext) -> None:
         raise CheckFailed(f"put must return None, returned {result!r}")
 
 
-@client_check("put-int-value", "put('load', 301, 3) sends put load 301 3\\n (str(value))", "course")
+@client_check("put-int-value", "put('load', 301, 3) sends put load 301 3\\n (str(value))", "grader")
 def _put_int_value(ctx: ClientContext) -> None:
     server = ctx.serve()
     call("put", lambda: ctx.client(server).put("load", 301, 3))
@@ -472,7 +535,7 @@ _PRECISE_VALUES: Final = (0.1 + 0.2, 0.001, 1e-300, 5e-324, 1.7976931348623157e3
     "put-value-precision",
     "put sends the value exactly as given (str(value)): a float that needs 17 significant "
     "digits, tiny and huge magnitudes and -0.0 read back as the same float",
-    "course",
+    "task",
 )
 def _put_value_precision(ctx: ClientContext) -> None:
     server = ctx.serve()
@@ -502,7 +565,7 @@ def _put_value_precision(ctx: ClientContext) -> None:
 @client_check(
     "put-utf8-key",
     "a non-ASCII key goes on the wire as UTF-8: put('температура.°C', 1.5, 1)",
-    "strict",
+    "protocol",
 )
 def _put_utf8_key(ctx: ClientContext) -> None:
     server = ctx.serve()
@@ -511,7 +574,7 @@ def _put_utf8_key(ctx: ClientContext) -> None:
     expect_wire(server, f"put {key} 1.5 1\n".encode(), f"put({key!r}, 1.5, 1)")
 
 
-@client_check("put-timestamp-now", "put without a timestamp sends int(time.time())", "course")
+@client_check("put-timestamp-now", "put without a timestamp sends int(time.time())", "task")
 def _put_timestamp_now(ctx: ClientContext) -> None:
     server = ctx.serve()
     client = ctx.client(server)
@@ -535,7 +598,7 @@ def _put_timestamp_now(ctx: ClientContext) -> None:
 
 
 @client_check(
-    "put-timestamp-zero", "put(key, value, 0) sends timestamp 0 (0 is not 'now')", "strict"
+    "put-timestamp-zero", "put(key, value, 0) sends timestamp 0 (0 is not 'now')", "protocol"
 )
 def _put_timestamp_zero(ctx: ClientContext) -> None:
     server = ctx.serve()
@@ -552,7 +615,7 @@ _LIFECYCLE: Final = frozenset({"close", "shutdown", "__enter__", "__exit__", "se
     "each put and get is one sendall of the whole request, then recv calls; nothing else is "
     "called on the socket (the course's fake socket has only sendall and recv), whether the "
     "client connects once or for every request",
-    "course",
+    "grader",
 )
 def _one_sendall(ctx: ClientContext) -> None:
     answer = b"ok\ncpu 0.5 1\ncpu 0.5 2\n\n"  # two lines: get-one-line checks one
@@ -566,7 +629,10 @@ def _one_sendall(ctx: ClientContext) -> None:
         mark, opened = len(ctx.calls), len(ctx.recorders)
         call(request.decode().strip(), run)
         if not ctx.recorders:
-            raise CheckFailed("the client did not call socket.create_connection")
+            raise CheckFailed(
+                "the client's socket was not made by socket.create_connection, so its calls "
+                "cannot be seen (the connect check says more)"
+            )
         calls = ctx.calls[mark:]
         sends = [data for _, name, data in calls if name == "sendall"]
         # A connection opened for this request may also be closed in it.
@@ -591,7 +657,7 @@ _GET_CASES: Final[tuple[tuple[str, str, Source, str, bytes, object], ...]] = (
     (
         "get-parse",
         "get(key) returns {key: [(int timestamp, float value), ...]}",
-        "course",
+        "grader",
         "cpu",
         b"ok\ncpu 0.5 10\ncpu 2.0 20\n\n",
         {"cpu": [(10, 0.5), (20, 2.0)]},
@@ -599,7 +665,7 @@ _GET_CASES: Final[tuple[tuple[str, str, Source, str, bytes, object], ...]] = (
     (
         "get-sorted",
         "get sorts each key's points by timestamp",
-        "course",
+        "task",
         "cpu",
         b"ok\ncpu 2.0 20\ncpu 0.5 10\ncpu 1.0 15\n\n",
         {"cpu": [(10, 0.5), (15, 1.0), (20, 2.0)]},
@@ -607,16 +673,16 @@ _GET_CASES: Final[tuple[tuple[str, str, Source, str, bytes, object], ...]] = (
     (
         "get-all",
         "get('*') returns every key in the answer",
-        "course",
+        "grader",
         "*",
         b"ok\ncpu 0.5 10\nmem 1e-05 10\ncpu 2.0 20\n\n",
         {"cpu": [(10, 0.5), (20, 2.0)], "mem": [(10, 1e-05)]},
     ),
-    ("get-empty", "an answer with no data lines gives {}", "course", "nothing", b"ok\n\n", {}),
+    ("get-empty", "an answer with no data lines gives {}", "grader", "nothing", b"ok\n\n", {}),
     (
         "get-one-line",
         "an answer with exactly one data line gives that one point",
-        "course",
+        "grader",
         "cpu",
         b"ok\ncpu 0.5 10\n\n",
         {"cpu": [(10, 0.5)]},
@@ -624,7 +690,7 @@ _GET_CASES: Final[tuple[tuple[str, str, Source, str, bytes, object], ...]] = (
     (
         "get-many-lines",
         "an answer with many data lines (300, over several keys) gives every point",
-        "course",
+        "protocol",
         "*",
         b"ok\n" + b"".join(f"k{n % 3} {n}.5 {n}\n".encode() for n in range(300)) + b"\n",
         {f"k{k}": [(n, n + 0.5) for n in range(k, 300, 3)] for k in range(3)},
@@ -632,7 +698,7 @@ _GET_CASES: Final[tuple[tuple[str, str, Source, str, bytes, object], ...]] = (
     (
         "get-value-precision",
         "values are read exactly: 17 significant digits, tiny and huge magnitudes, -0.0",
-        "course",
+        "task",
         "cpu",
         b"ok\n"
         + b"".join(f"cpu {v!r} {t}\n".encode() for t, v in enumerate(_PRECISE_VALUES))
@@ -642,7 +708,7 @@ _GET_CASES: Final[tuple[tuple[str, str, Source, str, bytes, object], ...]] = (
     (
         "get-utf8-key",
         "a non-ASCII key in an answer (UTF-8 on the wire) comes back unchanged",
-        "strict",
+        "protocol",
         _UTF8_KEY,
         f"ok\n{_UTF8_KEY} 21.5 1\n{_UTF8_KEY} 22.5 2\n\n".encode(),
         {_UTF8_KEY: [(1, 21.5), (2, 22.5)]},
@@ -662,10 +728,18 @@ def _get_check(key: str, answer: bytes, expected: object) -> Callable[[ClientCon
 
 
 for _name, _description, _source, _key, _answer, _expected in _GET_CASES:
-    CLIENT_CHECKS.append(Check(_name, _description, _get_check(_key, _answer, _expected), _source))
+    CLIENT_CHECKS.append(
+        Check(
+            _name,
+            _description,
+            _get_check(_key, _answer, _expected),
+            _source,
+            _TASK_WORDS.get(_name, ""),
+        )
+    )
 
 
-@client_check("get-split-answer", "an answer that arrives in pieces is read whole", "strict")
+@client_check("get-split-answer", "an answer that arrives in pieces is read whole", "protocol")
 def _get_split_answer(ctx: ClientContext) -> None:
     pieces = [b"ok\ncpu 0", b".5 10\ncpu 2.0 20\n", b"\n"]
     server = ctx.serve({b"get cpu": pieces})
@@ -676,7 +750,7 @@ def _get_split_answer(ctx: ClientContext) -> None:
 @client_check(
     "keeps-extra-bytes",
     "bytes that arrive after an answer's final \\n\\n are kept for the next answer",
-    "strict",
+    "protocol",
 )
 def _keeps_extra_bytes(ctx: ClientContext) -> None:
     first, second = b"ok\none 1.0 1\none 1.5 2\n\n", b"ok\ntwo 2.0 2\ntwo 2.5 3\n\n"
@@ -696,35 +770,35 @@ _ERROR_CASES: Final[tuple[tuple[str, str, Source, str, bytes | None], ...]] = (
     (
         "error-on-put",
         "an error answer to put raises ClientError",
-        "course",
+        "task",
         "put",
         b"error\nwrong command\n\n",
     ),
     (
         "error-on-get",
         "an error answer to get raises ClientError",
-        "course",
+        "grader",
         "get",
         b"error\nwrong command\n\n",
     ),
     (
         "garbage-status",
         "an answer that is neither ok nor error raises ClientError",
-        "course",
+        "protocol",
         "get",
         b"hello\n\n",
     ),
     (
         "garbage-line",
         "a data line that cannot be parsed raises ClientError",
-        "course",
+        "protocol",
         "get",
         b"ok\ncpu x 1\n\n",
     ),
     (
         "server-closes",
         "a server that hangs up without answering raises ClientError",
-        "strict",
+        "protocol",
         "get",
         None,
     ),
@@ -749,7 +823,15 @@ def _error_check(command: str, reply: bytes | None) -> Callable[[ClientContext],
 
 
 for _name, _description, _source, _command, _reply in _ERROR_CASES:
-    CLIENT_CHECKS.append(Check(_name, _description, _error_check(_command, _reply), _source))
+    CLIENT_CHECKS.append(
+        Check(
+            _name,
+            _description,
+            _error_check(_command, _reply),
+            _source,
+            _TASK_WORDS.get(_name, ""),
+        )
+    )
 
 _GARBAGE: Final = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 """A reply from something that is not a metrics server (it has no \\n\\n: only \\r\\n\\r\\n)."""
@@ -759,7 +841,7 @@ _GARBAGE: Final = b"HTTP/1.1 400 Bad Request\r\n\r\n"
     "garbage-not-kept",
     "after a garbled reply, the garbage is never handed to the next request: that request "
     "gets its own answer, or ClientError without being sent",
-    "course",
+    "protocol",
 )
 def _garbage_not_kept(ctx: ClientContext) -> None:
     good, points = b"ok\nmem 1.0 1\nmem 2.0 2\n\n", {"mem": [(1, 1.0), (2, 2.0)]}
@@ -791,7 +873,7 @@ def _garbage_not_kept(ctx: ClientContext) -> None:
     "garbage-status-early",
     "a status line that is neither ok nor error raises ClientError as soon as the line is "
     "complete, not after the client's timeout",
-    "strict",
+    "protocol",
 )
 def _garbage_status_early(ctx: ClientContext) -> None:
     status = _GARBAGE.split(b"\n")[0] + b"\n"
@@ -818,7 +900,43 @@ def _garbage_status_early(ctx: ClientContext) -> None:
         )
 
 
-@client_check("silent-server", "no answer within the timeout raises ClientError", "strict")
+@client_check(
+    "late-answer",
+    "a request answered after the client's timeout raises ClientError, and the next request "
+    "gets its own answer or ClientError, never the late answer of the one before",
+    "protocol",
+)
+def _late_answer(ctx: ClientContext) -> None:
+    late, own = b"ok\ncpu 1.0 1\n\n", b"ok\nmem 2.0 2\n\n"
+    # The pause before the own answer lets the client read the late one alone first, as it
+    # would if the next request came later: a client that mixes the two up is then seen.
+    server = ctx.serve({b"get cpu": [1.5 * ctx.timeout, late], b"get mem": [ctx.timeout / 2, own]})
+    client = ctx.client(server)
+    expect_client_error(
+        ctx, "get('cpu') answered after the client's timeout", lambda: client.get("cpu")
+    )
+    # The late answer is on its way (or in the client's socket) before the next request.
+    deadline = time.monotonic() + 2 * ctx.timeout
+    while late not in server.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        result = client.get("mem")
+    except ctx.error_class:
+        return  # refused to use the connection the timeout left behind: fine
+    except BaseException as exc:
+        raise CheckFailed(f"get('mem') after a timed-out get('cpu') raised {exc!r}") from None
+    if result == {"cpu": [(1, 1.0)]}:
+        raise CheckFailed(
+            "get('mem') returned the late answer to the timed-out get('cpu'): after a timeout "
+            "the client must drop the connection (or its unread bytes), not hand them on",
+            sent=late + own,
+            expected=repr({"mem": [(2, 2.0)]}),
+            got=repr(result),
+        )
+    expect_result(result, {"mem": [(2, 2.0)]}, "get('mem') after a timed-out get('cpu')", own)
+
+
+@client_check("silent-server", "no answer within the timeout raises ClientError", "protocol")
 def _silent_server(ctx: ClientContext) -> None:
     server = ctx.serve({b"get cpu": []})
     client = ctx.client(server)
@@ -828,7 +946,7 @@ def _silent_server(ctx: ClientContext) -> None:
 @client_check(
     "bad-key",
     "get('wrong command test\\n') raises ClientError (the course's server check calls it)",
-    "course",
+    "grader",
 )
 def _bad_key(ctx: ClientContext) -> None:
     client = ctx.client(ctx.serve())
@@ -840,7 +958,7 @@ def _bad_key(ctx: ClientContext) -> None:
     "bad-key-not-sent",
     "a key with spaces or newlines is refused before it is sent (the course accepts a client "
     "that sends it and raises on the error answer)",
-    "strict",
+    "protocol",
 )
 def _bad_key_not_sent(ctx: ClientContext) -> None:
     server = ctx.serve()
@@ -860,10 +978,11 @@ def _bad_key_not_sent(ctx: ClientContext) -> None:
 
 
 def load_client(spec: str) -> tuple[type[Any], type[BaseException]]:
-    """Import ``MODULE:CLASS`` (or ``path/to/file.py:CLASS``); return the class and its ClientError.
+    """Import ``MODULE:CLASS`` (or ``path/to/file.py:CLASS``); return the class and its error.
 
-    Raises ``ValueError`` with what to fix when the module, the class or ``ClientError``
-    cannot be found.
+    The error is the module's ``ClientError``, or ``<CLASS>Error`` (``MyClientError`` for
+    ``MyClient``). Raises ``ValueError`` with what to fix when the module, the class or the
+    error cannot be found.
     """
     module_name, _, class_name = spec.rpartition(":")
     if not module_name or not class_name:
@@ -884,12 +1003,24 @@ def load_client(spec: str) -> tuple[type[Any], type[BaseException]]:
     client_class = getattr(module, class_name, None)
     if not isinstance(client_class, type):
         raise ValueError(f"{module_name!r} has no class {class_name!r}")
-    error_class = getattr(module, "ClientError", None)
-    if not (isinstance(error_class, type) and issubclass(error_class, BaseException)):
-        raise ValueError(
-            f"{module_name!r} must define (or import) ClientError next to {class_name}"
-        )
-    return client_class, error_class
+    return client_class, _error_class_of(client_class)
+
+
+def _error_class_of(client_class: type[Any]) -> type[BaseException]:
+    """The exception next to ``client_class``: ``ClientError``, or ``<class name>Error``.
+
+    The course names it ClientError; a scaffold named MyClient may name it MyClientError.
+    """
+    module = sys.modules.get(client_class.__module__)
+    names = ("ClientError", f"{client_class.__name__}Error")
+    for name in names:
+        error_class = getattr(module, name, None)
+        if isinstance(error_class, type) and issubclass(error_class, BaseException):
+            return error_class
+    raise ValueError(
+        f"{client_class.__module__!r} must define (or import) {' or '.join(names)} "
+        f"next to {client_class.__name__}"
+    )
 
 
 def check_client(
@@ -899,32 +1030,36 @@ def check_client(
     timeout: float = DEFAULT_TIMEOUT,
     only: Sequence[str] | None = None,
     profile: Profile = "strict",
+    progress: Progress | None = None,
 ) -> Report:
     """Run the client checks of ``profile`` against ``client_class`` and return the report.
 
-    ``error_class`` defaults to the ``ClientError`` of the class's own module.
-    ``profile="course"`` runs the course's rules only; ``"strict"`` (the default) all.
+    ``error_class`` defaults to the ``ClientError`` (or ``<class name>Error``) of the
+    class's own module.
+    ``profile="course"`` predicts the course's graders (their rules fail, the task text's
+    warn); ``"strict"`` (the default) is PROTOCOL.md, every rule. ``progress`` is called after
+    each check.
     ``timeout`` is passed to the client; a check that has not finished after a few timeouts
     (a client that ignores its timeout) is stopped and reported as hanging. Checks run one at
     a time; what the client prints during a check is kept in that result's ``output``.
     """
     if error_class is None:
-        error_class = getattr(sys.modules.get(client_class.__module__), "ClientError", None)
-        if not (isinstance(error_class, type) and issubclass(error_class, BaseException)):
-            raise ValueError(
-                f"{client_class.__module__} has no ClientError next to {client_class.__name__}"
-            )
-    checks = select(CLIENT_CHECKS, only, profile)
+        error_class = _error_class_of(client_class)
+    checks = select(CLIENT_CHECKS, only, profile, timeout)
     results = []
     with _OUTPUT.installed():
-        for check in checks:
+        for number, check in enumerate(checks, 1):
             ctx = ClientContext(client_class, error_class, timeout)
-            results.append(_run_bounded(check, ctx, deadline=3 * timeout + 1))
+            results.append(_run_bounded(check, ctx, profile, deadline=3 * timeout + 1))
+            if progress is not None:
+                progress(number, len(checks), results[-1])
     target = f"client {client_class.__module__}.{client_class.__qualname__}"
     return Report(target, tuple(results), profile)
 
 
-def _run_bounded(check: Check[ClientContext], ctx: ClientContext, deadline: float) -> CheckResult:
+def _run_bounded(
+    check: Check[ClientContext], ctx: ClientContext, profile: Profile, deadline: float
+) -> CheckResult:
     """Run ``check`` in a thread; stop its servers (unblocking the client) after ``deadline``.
 
     While it runs, ``socket.create_connection`` is the context's recording stand-in.
@@ -933,7 +1068,7 @@ def _run_bounded(check: Check[ClientContext], ctx: ClientContext, deadline: floa
 
     def run() -> None:
         with _OUTPUT.routed(ctx.output):
-            outcome.append(run_check(check, ctx))
+            outcome.append(run_check(check, ctx, profile))
 
     socket.create_connection = ctx.create_connection
     try:
@@ -946,11 +1081,8 @@ def _run_bounded(check: Check[ClientContext], ctx: ClientContext, deadline: floa
     finally:
         socket.create_connection = _REAL_CREATE_CONNECTION
     if hung or not outcome:
-        detail = (
-            f"the client did not return within {deadline:g} s (does it ignore its timeout?); "
-            f"rule: {check.description}"
-        )
-        result = CheckResult(check.name, check.description, False, detail, check.source)
+        why = f"the client did not return within {deadline:g} s (does it ignore its timeout?)"
+        result = broken(check, why, profile)
     else:
         result = outcome[0]
     return replace(result, output=ctx.output.getvalue())

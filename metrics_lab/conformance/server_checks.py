@@ -6,10 +6,13 @@ among whatever else the server holds. Checks run one at a time: a misbehaving se
 that wipes its data when a connection opens, say) then fails the check of the rule it breaks,
 the same one on every run, and not whichever check happened to run beside it.
 
-Each check says where its rule comes from: ``course`` (the course's task text, examples and
-graders; a server the course accepts passes them) or ``strict`` (PROTOCOL.md's stricter
-reading). Expected answers are written out as literal bytes, as PROTOCOL.md shows them, never
-produced by :mod:`metrics_lab.protocol`: an encoder bug must not hide a server bug.
+Each check says where its rule comes from (:data:`~metrics_lab.conformance.report.Source`):
+``grader`` (the course's week-6 grader tests it: its client puts and gets points, reads
+``get *``, and sends ``get wrong command test\n\n`` in one segment expecting one error
+answer), ``task`` (the task text asks for it; no grader tests it) or ``protocol``
+(PROTOCOL.md's stricter reading). Expected answers are written out as literal bytes, as
+PROTOCOL.md shows them, never produced by :mod:`metrics_lab.protocol`: an encoder bug must
+not hide a server bug.
 
 Each check tests one rule. Where a check needs a wrong command only as a means (to see that
 the connection survives it, say), it accepts any complete answer to it, so a wrong error text
@@ -29,6 +32,7 @@ from metrics_lab.conformance.report import (
     Check,
     CheckFailed,
     Profile,
+    Progress,
     Report,
     Source,
     readable,
@@ -59,6 +63,8 @@ class ServerContext:
     prefix: str
     max_answer: int = DEFAULT_MAX_ANSWER
     max_get_all: int = MAX_GET_ALL
+    refused: bool = False
+    """Whether a connection was refused: nothing listens (any more) on the port."""
     _probes: list[Probe] = field(default_factory=list)
 
     def key(self, suffix: str = "") -> str:
@@ -70,6 +76,7 @@ class ServerContext:
         try:
             probe = Probe(self.host, self.port, self.timeout, self.max_answer)
         except OSError as exc:
+            self.refused = isinstance(exc, ConnectionRefusedError)
             raise CheckFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         self._probes.append(probe)
         return probe
@@ -175,20 +182,36 @@ def put_all(probe: Probe, points: Sequence[tuple[str, str, int]]) -> None:
 SERVER_CHECKS: list[Check[ServerContext]] = []
 """Every server check, in the order a report lists them."""
 
+# The task text's words behind the ``task`` rules (the course's text is Russian; each quote is
+# followed by what it says in English).
+TASK_BY_PROTOCOL: Final = (
+    "'Сервер, получающий запросы от клиентов и возвращающий результаты согласно протоколу' "
+    "(a server that answers requests as the protocol says: a wrong command gets "
+    "'error\\nwrong command\\n\\n', and the connection goes on)"
+)
+TASK_MANY_USERS: Final = (
+    "'доступ к интересующей информации сотням и тысячам пользователей одновременно' "
+    "(one server's data, for hundreds of users at once)"
+)
+TASK_POINTS_IN_ORDER: Final = (
+    "'{key : [(timestamp_1, value_1),..., (timestamp_n, value_n)]}' "
+    "(each key's points, timestamp by timestamp)"
+)
+
 
 def server_check(
-    name: str, description: str, source: Source
+    name: str, description: str, source: Source, task_words: str = ""
 ) -> Callable[[Callable[[ServerContext], None]], Callable[[ServerContext], None]]:
     """Register the decorated function as a server check of the rule ``description``."""
 
     def register(run: Callable[[ServerContext], None]) -> Callable[[ServerContext], None]:
-        SERVER_CHECKS.append(Check(name, description, run, source))
+        SERVER_CHECKS.append(Check(name, description, run, source, task_words))
         return run
 
     return register
 
 
-@server_check("put-ok", "put <key> <value> <timestamp> is answered ok\\n\\n", "course")
+@server_check("put-ok", "put <key> <value> <timestamp> is answered ok\\n\\n", "grader")
 def _put_ok(ctx: ServerContext) -> None:
     expect(ctx.connect(), f"put {ctx.key()} 10.5 1501864247\n".encode(), OK, "put must answer ok")
 
@@ -196,7 +219,7 @@ def _put_ok(ctx: ServerContext) -> None:
 @server_check(
     "get-key",
     "get <key> answers ok and one '<key> <value> <timestamp>' line per point",
-    "course",
+    "grader",
 )
 def _get_key(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key()
@@ -205,12 +228,12 @@ def _get_key(ctx: ServerContext) -> None:
     expect(probe, f"get {key}\n".encode(), expected, "get must return the stored point")
 
 
-@server_check("get-missing", "get of a key with no points answers ok\\n\\n", "course")
+@server_check("get-missing", "get of a key with no points answers ok\\n\\n", "grader")
 def _get_missing(ctx: ServerContext) -> None:
     expect(ctx.connect(), f"get {ctx.key()}\n".encode(), OK, "an unknown key has no points")
 
 
-@server_check("get-all", "get * returns every point of every key", "course")
+@server_check("get-all", "get * returns every point of every key", "grader")
 def _get_all(ctx: ServerContext) -> None:
     probe, one, two = ctx.connect(), ctx.key(".one"), ctx.key(".two")
     put_all(probe, [(one, "10.5", 100), (two, "0.25", 200)])
@@ -232,7 +255,7 @@ def _get_all(ctx: ServerContext) -> None:
     "get-all-key-order",
     "get * lists keys in plain code-point order of the key strings (as Python's sorted(): "
     "'B' < 'a' < 'b'); the course's own example lists them in insertion order",
-    "strict",
+    "protocol",
 )
 def _get_all_key_order(ctx: ServerContext) -> None:
     probe = ctx.connect()
@@ -253,7 +276,12 @@ def _get_all_key_order(ctx: ServerContext) -> None:
         )
 
 
-@server_check("timestamp-order", "each key's points come in ascending timestamp order", "course")
+@server_check(
+    "timestamp-order",
+    "each key's points come in ascending timestamp order",
+    "task",
+    TASK_POINTS_IN_ORDER,
+)
 def _timestamp_order(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key()
     put_all(probe, [(key, "3.5", 300), (key, "1.5", 100), (key, "2.5", 200)])
@@ -267,7 +295,10 @@ def _timestamp_order(ctx: ServerContext) -> None:
 
 
 @server_check(
-    "overwrite", "a put with a timestamp the key already has replaces the value", "course"
+    "overwrite",
+    "a put with a timestamp the key already has replaces the value (the grader puts k2 at "
+    "timestamp 5 twice and expects the second value)",
+    "grader",
 )
 def _overwrite(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key()
@@ -280,7 +311,7 @@ def _overwrite(ctx: ServerContext) -> None:
     "value-format",
     "values come back as repr(float): 2 -> 2.0, 0.00001 -> 1e-05 (the course's graders "
     "read values with float() and accept any spelling)",
-    "strict",
+    "protocol",
 )
 def _value_format(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key()
@@ -290,7 +321,7 @@ def _value_format(ctx: ServerContext) -> None:
 
 
 @server_check(
-    "timestamp-range", "timestamps are any 64-bit integers: negative, 0, 2**63-1", "strict"
+    "timestamp-range", "timestamps are any 64-bit integers: negative, 0, 2**63-1", "protocol"
 )
 def _timestamp_range(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key()
@@ -301,7 +332,7 @@ def _timestamp_range(ctx: ServerContext) -> None:
     expect(probe, f"get {key}\n".encode(), expected, "every 64-bit timestamp must be kept")
 
 
-@server_check("case-sensitive-keys", "keys differing only in case are different keys", "course")
+@server_check("case-sensitive-keys", "keys differing only in case are different keys", "protocol")
 def _case_sensitive_keys(ctx: ServerContext) -> None:
     probe, lower, upper = ctx.connect(), ctx.key(".cpu"), ctx.key(".CPU")
     put_all(probe, [(lower, "1.5", 1), (upper, "2.5", 1)])
@@ -309,7 +340,7 @@ def _case_sensitive_keys(ctx: ServerContext) -> None:
     expect(probe, f"get {upper}\n".encode(), expected, "get must match the key's exact case")
 
 
-@server_check("utf8-key", "a key may hold any printable characters, UTF-8 on the wire", "strict")
+@server_check("utf8-key", "a key may hold any printable characters, UTF-8 on the wire", "protocol")
 def _utf8_key(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key(".температура.°C")
     put_all(probe, [(key, "21.5", 1)])
@@ -319,8 +350,8 @@ def _utf8_key(ctx: ServerContext) -> None:
 
 @server_check(
     "crlf",
-    "a \\r before the \\n is ignored (the course's examples use telnet, which sends \\r\\n)",
-    "course",
+    "a \\r before the \\n is ignored (telnet and nc on Windows send \\r\\n)",
+    "protocol",
 )
 def _crlf(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key()
@@ -329,7 +360,7 @@ def _crlf(ctx: ServerContext) -> None:
     expect(probe, f"get {key}\r\n".encode(), expected, "get ending in \\r\\n must find the key")
 
 
-@server_check("spaces", "runs of spaces between fields count as one", "strict")
+@server_check("spaces", "runs of spaces between fields count as one", "protocol")
 def _spaces(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key()
     expect(probe, f"put  {key}   1.5  100\n".encode(), OK, "spaced-out put must be answered ok")
@@ -339,12 +370,37 @@ def _spaces(ctx: ServerContext) -> None:
 
 @server_check(
     "empty-line",
-    "an empty line, or one of spaces only, gets no answer at all, whether it comes after a "
-    "request or alone in its own segment (the course's check sends 'get wrong command test\\n\\n' "
-    "and reads one answer)",
-    "course",
+    "'get wrong command test\\n\\n' sent in one segment gets exactly one answer, an error, "
+    "and the connection then answers the next request (the course's grader sends this)",
+    "grader",
 )
 def _empty_line(ctx: ServerContext) -> None:
+    probe, key = ctx.connect(), ctx.key()
+    put_all(probe, [(key, "1.5", 100)])
+    request = b"get wrong command test\n\n"
+    reading = ask(probe, request)
+    if not (reading.complete and reading.data.startswith(b"error\n")):
+        raise CheckFailed(
+            _because("the request must be answered with an error", reading),
+            sent=request,
+            expected=b"error\n...\n\n",
+            got=reading.data,
+        )
+    expected = f"ok\n{key} 1.5 100\n\n".encode()
+    why = (
+        "the next request must get its own answer (a second answer, to the empty line, "
+        "arrives here instead: the grader's next get fails on it)"
+    )
+    expect(probe, f"get {key}\n".encode(), expected, why)
+
+
+@server_check(
+    "blank-lines",
+    "an empty line, or one of spaces only, gets no answer at all, whether it follows a request "
+    "in the same segment or comes alone in its own segment",
+    "protocol",
+)
+def _blank_lines(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key()
     request = f"put {key} 1.5 100\n\n   \n".encode()
     expect(probe, request, OK, "the put must be answered ok; the empty lines after it nothing")
@@ -357,7 +413,7 @@ def _empty_line(ctx: ServerContext) -> None:
     expect(probe, f"get {key}\n".encode(), expected, why)
 
 
-@server_check("pipelining", "requests sent together are answered in order", "strict")
+@server_check("pipelining", "requests sent together are answered in order", "protocol")
 def _pipelining(ctx: ServerContext) -> None:
     probe, one, two, none = ctx.connect(), ctx.key(".one"), ctx.key(".two"), ctx.key(".none")
     request = (
@@ -385,7 +441,9 @@ def _split(probe: Probe, parts: Sequence[bytes], expected: bytes) -> None:
         ) from None
 
 
-@server_check("split-request", "a request split across several sends is read as one line", "strict")
+@server_check(
+    "split-request", "a request split across several sends is read as one line", "protocol"
+)
 def _split_request(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key().encode()
     _split(probe, [b"pu", b"t " + key + b" 1", b".5 10", b"0\n"], OK)
@@ -393,7 +451,7 @@ def _split_request(ctx: ServerContext) -> None:
 
 
 @server_check(
-    "split-utf8", "a key's multi-byte UTF-8 character may be split across sends", "strict"
+    "split-utf8", "a key's multi-byte UTF-8 character may be split across sends", "protocol"
 )
 def _split_utf8(ctx: ServerContext) -> None:
     probe, key = ctx.connect(), ctx.key(".é").encode()
@@ -405,7 +463,8 @@ def _split_utf8(ctx: ServerContext) -> None:
 @server_check(
     "several-clients",
     "what one connection puts, every other connection gets: all connections share one store",
-    "course",
+    "task",
+    TASK_MANY_USERS,
 )
 def _several_clients(ctx: ServerContext) -> None:
     key = ctx.key()
@@ -436,59 +495,59 @@ class _WrongCommand:
 
 
 _WRONG_COMMANDS: Final = (
-    _WrongCommand("unknown-command", "an unknown command: got", ("got {key}",), False, "course"),
+    _WrongCommand("unknown-command", "an unknown command: got", ("got {key}",), False, "task"),
     _WrongCommand(
-        "uppercase-command", "commands are lower case: PUT", ("PUT {key} 1.5 1",), True, "course"
+        "uppercase-command", "commands are lower case: PUT", ("PUT {key} 1.5 1",), True, "task"
     ),
-    _WrongCommand("get-without-key", "get without a key", ("get",), False, "course"),
-    _WrongCommand("get-two-keys", "get with two keys", ("get {key} {key}",), False, "course"),
-    _WrongCommand("put-too-few", "put with two fields", ("put {key} 1.5",), True, "course"),
-    _WrongCommand("put-too-many", "put with four fields", ("put {key} 1.5 1 2",), True, "course"),
+    _WrongCommand("get-without-key", "get without a key", ("get",), False, "task"),
+    _WrongCommand("get-two-keys", "get with two keys", ("get {key} {key}",), False, "task"),
+    _WrongCommand("put-too-few", "put with two fields", ("put {key} 1.5",), True, "task"),
+    _WrongCommand("put-too-many", "put with four fields", ("put {key} 1.5 1 2",), True, "task"),
     _WrongCommand(
-        "value-not-number", "a value that is not a number", ("put {key} x 1",), True, "course"
+        "value-not-number", "a value that is not a number", ("put {key} x 1",), True, "task"
     ),
     _WrongCommand(
         "timestamp-not-integer",
         "a timestamp that is not an integer",
         ("put {key} 1.5 1.5", "put {key} 1.5 x"),
         True,
-        "course",
+        "task",
     ),
     _WrongCommand(
         "value-not-finite",
         "a value that is nan or inf",
         ("put {key} nan 1", "put {key} inf 1", "put {key} -inf 1"),
         True,
-        "strict",
+        "protocol",
     ),
     _WrongCommand(
         "timestamp-over-64-bit",
         "a timestamp outside 64 bits",
         ("put {key} 1.5 9223372036854775808", "put {key} 1.5 -9223372036854775809"),
         True,
-        "strict",
+        "protocol",
     ),
-    _WrongCommand("put-star-key", "* as a put key", ("put * 1.5 1",), False, "strict"),
+    _WrongCommand("put-star-key", "* as a put key", ("put * 1.5 1",), False, "protocol"),
     _WrongCommand(
         "number-underscore",
         "a number spelled with underscores (Python's float() and int() take 1_000)",
         ("put {key} 1_0 1", "put {key} 1.5 1_000"),
         True,
-        "strict",
+        "protocol",
     ),
     _WrongCommand(
         "non-ascii-digit",
         "a number spelled with non-ASCII digits (Python's float() and int() take '٣')",
         ("put {key} ٣ 1", "put {key} 1.5 ٣", "put {key} 1.5 \uff11\uff12"),
         True,
-        "strict",
+        "protocol",
     ),
     _WrongCommand(
         "key-control-char",
         "a put key with a control character (keys are printable)",
         ("put {key}.\x01 1.5 1", "put {key}.\x7f 1.5 1", "put {key}.\x1b[31m 1.5 1"),
         False,
-        "strict",
+        "protocol",
     ),
 )
 
@@ -514,11 +573,14 @@ for _case in _WRONG_COMMANDS:
             f"{_case.description} is answered error\\nwrong command\\n\\n",
             _wrong_command_check(_case),
             _case.source,
+            TASK_BY_PROTOCOL if _case.source == "task" else "",
         )
     )
 
 
-@server_check("error-put-bad-utf8-key", "a put key that is not UTF-8 is a wrong command", "strict")
+@server_check(
+    "error-put-bad-utf8-key", "a put key that is not UTF-8 is a wrong command", "protocol"
+)
 def _bad_utf8_key(ctx: ServerContext) -> None:
     request = b"put " + ctx.key().encode() + b".\xff\xfe 1.5 1\n"
     expect(ctx.connect(), request, ERROR, "must be answered error\\nwrong command\\n\\n")
@@ -528,13 +590,14 @@ def _bad_utf8_key(ctx: ServerContext) -> None:
     "survives-errors",
     "after each wrong command the connection keeps answering (the error checks use a fresh "
     "connection each; this one sends them all on one)",
-    "course",
+    "task",
+    TASK_BY_PROTOCOL,
 )
 def _survives_errors(ctx: ServerContext) -> None:
     probe, key, bad = ctx.connect(), ctx.key(), ctx.key(".bad")
     put_all(probe, [(key, "1.5", 1)])
     expected = f"ok\n{key} 1.5 1\n\n".encode()
-    lines = [t for case in _WRONG_COMMANDS if case.source == "course" for t in case.lines]
+    lines = [t for case in _WRONG_COMMANDS if case.source == "task" for t in case.lines]
     for template in lines:
         request = (template.format(key=bad) + "\n").encode()
         # Any complete answer will do here: its text is the error-* checks' business.
@@ -553,7 +616,7 @@ def _survives_errors(ctx: ServerContext) -> None:
 @server_check(
     "long-line",
     "a line over the limit (64 KiB) gets an error answer and a close (the course sets no limit)",
-    "strict",
+    "protocol",
 )
 def _long_line(ctx: ServerContext) -> None:
     probe = ctx.connect()
@@ -583,22 +646,36 @@ def check_server(
     timeout: float = DEFAULT_TIMEOUT,
     only: Sequence[str] | None = None,
     profile: Profile = "strict",
+    progress: Progress | None = None,
 ) -> Report:
     """Run the server checks of ``profile`` against ``host:port`` and return the report.
 
-    ``profile="course"`` runs the course's rules only; ``"strict"`` (the default) runs
-    PROTOCOL.md's stricter rules too. ``timeout`` bounds every wait for an answer, so a
+    ``profile="course"`` predicts the course's graders (their rules fail, the task text's
+    warn); ``"strict"`` (the default) is PROTOCOL.md, every rule. ``progress`` is called
+    after each check. ``timeout`` bounds every wait for an answer, so a
     silent or flooding server makes the run slower, never endless: each check waits at most a
     few timeouts. ``only`` picks checks by name. Checks run one at a time, each on its own
     connections and keys, so a run's report does not depend on timing.
     """
-    checks = select(SERVER_CHECKS, only, profile)
+    checks = select(SERVER_CHECKS, only, profile, timeout)
     run_id = secrets.token_hex(4)
     results = []
-    for check in checks:
+    note = ""
+    for number, check in enumerate(checks, 1):
         ctx = ServerContext(host, port, timeout, f"conformance.{run_id}.{check.name}")
         try:
-            results.append(run_check(check, ctx))
+            results.append(run_check(check, ctx, profile))
         finally:
             ctx.close()
-    return Report(f"server {host}:{port}", tuple(results), profile)
+        if progress is not None:
+            progress(number, len(checks), results[-1])
+        if ctx.refused:
+            # Every later check would fail the same way: say it once, and stop.
+            note = (
+                f"stopped at {check.name}: nothing accepts connections on {host}:{port}"
+                if number == 1
+                else f"stopped at {check.name}: the server stopped accepting connections "
+                "(it crashed or exited; the failures before show the last requests it got)"
+            )
+            break
+    return Report(f"server {host}:{port}", tuple(results), profile, note)

@@ -1,43 +1,38 @@
-"""Solutions to the exercises of notebook 06, build your own server.
+"""Solutions to notebook 06, build your own server: the TODOs first, then the exercises.
 
-Run it on its own (``python notebooks/solutions/06_build_your_own_server.py``) or paste a part
-into the notebook. Each part prints the checker's summary line.
+Run it on its own (``python notebooks/solutions/06_build_your_own_server.py``): it prints the
+checker's summary, in both profiles, for each solution. The TODO solutions are the notebook's
+step methods with their TODO done, gathered in one class; paste a method into its cell.
 """
 
 import asyncio
 import math
-import socket
-import time
+import re
+import sys
+from pathlib import Path
 
-from metrics_lab.background import serve_protocol_in_background
-from metrics_lab.conformance import check_client, check_server
+from metrics_lab.conformance import check_client, check_protocol
+
+sys.path.insert(0, str(Path(__file__).parent))  # server.py and client.py sit beside this file
+from client import Client, ClientError
+from server import MetricsProtocol
 
 MAX_LINE = 64 * 1024
-OK = b"ok\n\n"
-ERROR = b"error\nwrong command\n\n"
+ASCII_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+ASCII_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 
 
-def parse_point(key, value, timestamp):
-    """Return (key, float, int) for a valid put, or raise ValueError."""
-    number, moment = float(value), int(timestamp)
-    if key == "*" or not math.isfinite(number) or not -(2**63) <= moment < 2**63:
-        raise ValueError("not a point the protocol allows")
-    return key, number, moment
-
-
-# 2. A faster store: each key maps to {timestamp: value}, so a put replaces in O(1) and the
-#    sorting happens once, when a get asks for the points. (The complete server of the
-#    notebook, rewritten around that store.)
-class DictServer(asyncio.Protocol):
-    """Every rule of PROTOCOL.md, with a dict of dicts as the store."""
+class SolvedSteps(asyncio.Protocol):
+    """The notebook's server with every TODO done (a list of points per key, as there)."""
 
     def __init__(self, store):
-        self.store = store  # key -> {timestamp: value}, shared by all connections
+        self.store = store
         self.buffer = b""
 
     def connection_made(self, transport):
         self.transport = transport
 
+    # Step 1: past MAX_LINE without a newline, answer the error and hang up.
     def data_received(self, data):
         *lines, self.buffer = (self.buffer + data).split(b"\n")
         for line in lines:
@@ -46,107 +41,73 @@ class DictServer(asyncio.Protocol):
             if line.strip():
                 self.transport.write(self.answer(line))
         if len(self.buffer) > MAX_LINE or any(len(line) > MAX_LINE for line in lines):
-            self.transport.write(ERROR)
+            self.transport.write(b"error\nwrong command\n\n")
             self.transport.close()
 
+    # Step 4: refuse what PROTOCOL.md's "What is a wrong command" refuses, keep serving.
     def answer(self, line):
         try:
             command, *args = line.decode().split()
             if command == "put" and len(args) == 3:
-                key, value, timestamp = parse_point(*args)
-                self.store.setdefault(key, {})[timestamp] = value
-                return OK
+                key, value, timestamp = args
+                if key == "*" or not key.isprintable():
+                    return b"error\nwrong command\n\n"
+                # float() and int() also take "1_0" and "٣": only ASCII digits are numbers here.
+                if not (ASCII_NUMBER.fullmatch(value) and ASCII_INTEGER.fullmatch(timestamp)):
+                    return b"error\nwrong command\n\n"
+                value, timestamp = float(value), int(timestamp)
+                if not math.isfinite(value) or not -(2**63) <= timestamp < 2**63:
+                    return b"error\nwrong command\n\n"
+                self.put(key, value, timestamp)
+                return b"ok\n\n"
             if command == "get" and len(args) == 1:
                 return self.get(args[0])
         except ValueError:
             pass
-        return ERROR
+        return b"error\nwrong command\n\n"
 
+    # Step 3: a put at a timestamp the key already has replaces that point.
+    def put(self, key, value, timestamp):
+        points = [point for point in self.store.get(key, []) if point[0] != timestamp]
+        self.store[key] = [*points, (timestamp, value)]
+
+    # Step 2: keys ascending, and each key's points by ascending timestamp.
     def get(self, key):
         keys = sorted(self.store) if key == "*" else [key]
-        lines = [f"{k} {v} {t}\n" for k in keys for t, v in sorted(self.store.get(k, {}).items())]
+        lines = [f"{k} {v} {t}\n" for k in keys for t, v in sorted(self.store.get(k, []))]
         return ("ok\n" + "".join(lines) + "\n").encode()
 
 
-# 1. Break it on purpose: keys in descending order. Only the rule about key order fails;
-#    `get <key>` answers one key, so no other check notices.
+class DictServer(MetricsProtocol):
+    """Exercise 2, a faster store: {key: {timestamp: value}}, so a put replaces in O(1) and
+    sorting happens when a get asks. notebooks/solutions/server.py is exactly that server."""
+
+
+# Exercise 1, break it on purpose: keys in descending order. Only the key-order rule fails:
+# `get <key>` answers one key, so no other check notices.
 class DescendingServer(DictServer):
     def get(self, key):
-        keys = sorted(self.store, reverse=True) if key == "*" else [key]
-        lines = [f"{k} {v} {t}\n" for k in keys for t, v in sorted(self.store.get(k, {}).items())]
+        if key != "*":
+            return super().get(key)
+        lines = [
+            f"{k} {v!r} {t}\n"
+            for k in sorted(self.store, reverse=True)
+            for t, v in sorted(self.store[k].items())
+        ]
         return ("ok\n" + "".join(lines) + "\n").encode()
 
 
-def check(server_class):
+# Exercise 3, your own client: Client and ClientError of notebooks/solutions/client.py.
+
+
+def check(server_class, profile):
     store = {}
-    with serve_protocol_in_background(lambda: server_class(store)) as server:
-        return check_server(*server.address, timeout=0.5)
-
-
-# 3. Your own client, as the course defines it.
-class ClientError(Exception):
-    """Anything that went wrong with a request."""
-
-
-class Client:
-    """A blocking client: one connection, one request at a time."""
-
-    def __init__(self, host, port, timeout=None):
-        try:
-            self.sock = socket.create_connection((host, port), timeout)
-        except OSError as exc:
-            raise ClientError(f"cannot connect to {host}:{port}: {exc}") from exc
-        self.buffer = b""
-
-    def put(self, key, value, timestamp=None):
-        if timestamp is None:  # only None means now: 0 is a timestamp
-            timestamp = int(time.time())
-        self._check_key(key)
-        self._exchange(f"put {key} {value} {timestamp}\n")
-
-    def get(self, key):
-        self._check_key(key)
-        result = {}
-        for line in self._exchange(f"get {key}\n"):
-            try:
-                name, value, timestamp = line.split()
-                result.setdefault(name, []).append((int(timestamp), float(value)))
-            except ValueError:
-                raise ClientError(f"cannot parse the line {line!r}") from None
-        for points in result.values():
-            points.sort()
-        return result
-
-    def close(self):
-        self.sock.close()
-
-    @staticmethod
-    def _check_key(key):
-        if not key or any(character.isspace() for character in key):
-            raise ClientError(f"{key!r} is not a key")
-
-    def _exchange(self, request):
-        """Send one request with one sendall; return the data lines of its answer."""
-        try:
-            self.sock.sendall(request.encode())
-            while b"\n\n" not in self.buffer:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ClientError("the server closed the connection")
-                self.buffer += chunk
-        except OSError as exc:
-            raise ClientError(f"the connection failed: {exc}") from exc
-        answer, _, self.buffer = self.buffer.partition(b"\n\n")
-        try:
-            status, *lines = answer.decode().split("\n")
-        except UnicodeDecodeError:
-            raise ClientError("the answer is not UTF-8") from None
-        if status != "ok":
-            raise ClientError(f"the server answered {status!r}: {' '.join(lines)}")
-        return lines
+    factory = lambda: server_class(store)  # noqa: E731 (a name for the line below)
+    return check_protocol(factory, timeout=0.5, profile=profile, name=server_class.__name__)
 
 
 if __name__ == "__main__":
-    print(check(DescendingServer).summary())  # fails get-all-key-order only
-    print(check(DictServer).summary())  # all pass
-    print(check_client(Client, ClientError, timeout=0.5).summary())  # all pass
+    for profile in ("course", "strict"):
+        for server_class in (SolvedSteps, DictServer, DescendingServer):
+            print(check(server_class, profile).summary())
+        print(check_client(Client, ClientError, timeout=0.5, profile=profile).summary())
