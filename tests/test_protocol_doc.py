@@ -1,8 +1,8 @@
-"""docs/PROTOCOL.md names every rule the checker checks, with the checker's own profile.
+"""docs/PROTOCOL.md names every rule the checker checks, with the source the checker gives it.
 
 The checker's reports name checks (``error-number-underscore``); PROTOCOL.md's last section
 lists them, so a learner can look up the rule behind a failed row. When the checker gains,
-renames or moves a check between profiles, this test fails until the document follows.
+renames or moves a check to another source, this test fails until the document follows.
 """
 
 from __future__ import annotations
@@ -16,15 +16,21 @@ import pytest
 from metrics_lab.conformance import CLIENT_CHECKS, SERVER_CHECKS
 from metrics_lab.conformance.report import Check
 
+SOURCE_LABELS = {"grader": "grader", "task text": "task", "PROTOCOL.md": "protocol"}
+"""How the document names each of the checker's sources."""
+
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 
 
 def _table(heading: str) -> dict[str, str]:
-    """The ``| `check` | profile | ... |`` rows after the line starting with ``heading``."""
+    """The ``| `check` | source | ... |`` rows after the line starting with ``heading``."""
     text = PROTOCOL.read_text(encoding="utf-8")
     after = text[text.index("\n" + heading) :]
     block = after.split("\n\n")[1]
-    return dict(re.findall(r"^\| `([a-z0-9-]+)` \| (course|strict) \|", block, re.MULTILINE))
+    found = re.findall(
+        r"^\| `([a-z0-9-]+)` \| (grader|task text|PROTOCOL\.md) \|", block, re.MULTILINE
+    )
+    return {name: SOURCE_LABELS[label] for name, label in found}
 
 
 @pytest.mark.parametrize(
@@ -35,7 +41,7 @@ def _table(heading: str) -> dict[str, str]:
     ],
     ids=["server", "client"],
 )
-def test_every_check_is_listed_with_its_profile(heading: str, checks: list[Check[Any]]) -> None:
+def test_every_check_is_listed_with_its_source(heading: str, checks: list[Check[Any]]) -> None:
     listed = _table(heading)
     assert listed == {check.name: check.source for check in checks}
 
