@@ -330,6 +330,8 @@ def _05_measures_a_separate_server_and_stops_it(notebook: nbformat.NotebookNode)
     stopped = re.findall(r"server process (\d+) stopped", printed)
     assert started, "the notebook measures a server in a process of its own"
     assert sorted(stopped) == sorted(started), "every server process it started was stopped"
+    arrived = _stdout(_code_cell(notebook, "stored == durable_sent")).strip()
+    assert arrived.endswith("the same keys and counts: True"), f"every point arrived: {arrived}"
 
 
 REACHED = {

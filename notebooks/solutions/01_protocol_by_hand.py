@@ -20,6 +20,8 @@ def read_answers(sock: socket.socket, count: int) -> bytes:
     return data
 
 
+# In a with block the server stops and the socket closes at its end, as the notebook's
+# server.stop() and sock.close() do.
 with serve_in_background() as server, socket.create_connection(server.address, 5) as sock:
     # 1. Four requests in one send get four answers, in order. Each answer ends with "\n\n"
     #    and no data line is ever empty, so counting "\n\n" counts answers.

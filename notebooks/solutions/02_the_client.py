@@ -7,6 +7,8 @@ notebook.
 from metrics_lab import Client, ClientConnectionError, WireLog, serve_in_background
 from metrics_lab.frames import wire_frame
 
+# In a with block the server stops (and a Client closes) at its end, as the notebook's
+# server.stop() and client.close() do.
 with serve_in_background() as server:
     wire = WireLog()
     with Client(*server.address, timeout=5, wire=wire) as client:

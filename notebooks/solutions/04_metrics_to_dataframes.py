@@ -8,6 +8,8 @@ from metrics_lab import Client, serve_in_background
 from metrics_lab.frames import to_frame, to_points, to_wide
 from metrics_lab.synthetic import fleet
 
+# In a with block the server stops and the client closes at its end, as the notebook's
+# server.stop() and client.close() do.
 with serve_in_background() as server, Client(*server.address, timeout=10) as client:
     client.put_many(fleet(hosts=("web1", "web2", "db1"), points=1440, seed=42))
     frame = to_frame(client.get("*"))
