@@ -43,7 +43,8 @@ The package, one part per module:
 
 - :mod:`~metrics_lab.sqlite_store.database`: the file's tables, packed columns, connection;
 - :mod:`~metrics_lab.sqlite_store.opening`: opening, hardened: lock, checks, loading;
-- :mod:`~metrics_lab.sqlite_store.writing`: the worker: group commit, the fold, closing;
+- :mod:`~metrics_lab.sqlite_store.writing`: the worker: group commit, closing;
+- :mod:`~metrics_lab.sqlite_store.compaction`: the fold, a step at a time between commits;
 - :mod:`~metrics_lab.sqlite_store.reading`: the committed points in memory, for ``get``;
 - :mod:`~metrics_lab.sqlite_store.store`: :class:`SQLiteStore`, which holds one of each.
 
@@ -58,9 +59,9 @@ The package, one part per module:
 [Series(key='cpu', timestamps=[1, 2], values=[0.5, 0.7])]
 """
 
+from metrics_lab.sqlite_store.compaction import DEFAULT_COMPACT_EVERY, DEFAULT_FOLD_CHUNK
 from metrics_lab.sqlite_store.database import APPLICATION_ID, FORMAT_VERSION
 from metrics_lab.sqlite_store.store import SQLiteStore
-from metrics_lab.sqlite_store.writing import DEFAULT_COMPACT_EVERY, DEFAULT_FOLD_CHUNK
 from metrics_lab.storage import StoreOpenError
 
 __all__ = [

@@ -7,14 +7,14 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from metrics_lab.pending_write import PendingWrite
-from metrics_lab.sqlite_store.opening import Synchronous, open_database
-from metrics_lab.sqlite_store.reading import CommittedPoints
-from metrics_lab.sqlite_store.writing import (
+from metrics_lab.sqlite_store.compaction import (
     DEFAULT_COMPACT_EVERY,
     DEFAULT_FOLD_CHUNK,
-    Writer,
-    journal_row,
+    Compaction,
 )
+from metrics_lab.sqlite_store.opening import Synchronous, open_database
+from metrics_lab.sqlite_store.reading import CommittedPoints
+from metrics_lab.sqlite_store.writing import Writer, journal_row
 from metrics_lab.storage import (
     STORED,
     PointBatch,
@@ -63,13 +63,10 @@ class SQLiteStore(Storage):
             self.path, synchronous=synchronous, lock_timeout=lock_timeout, max_size=max_size
         )
         self._committed = CommittedPoints(opened.memory)
-        self._writer = Writer(
-            opened,
-            self._committed,
-            compact_every=compact_every,
-            fold_chunk=fold_chunk,
-            max_size=max_size,
+        self._compaction = Compaction(
+            opened, self._committed, compact_every=compact_every, fold_chunk=fold_chunk
         )
+        self._writer = Writer(opened.database, self._committed, self._compaction, max_size=max_size)
 
     def write(self, batch: PointBatch) -> Future[None]:
         """Queue the points for the next commit; the future is done once they are committed
@@ -101,12 +98,12 @@ class SQLiteStore(Storage):
     @property
     def compact_every(self) -> int:
         """Journaled points after which the journal is folded (see the module docstring)."""
-        return self._writer.compact_every
+        return self._compaction.compact_every
 
     @property
     def fold_chunk(self) -> int:
         """Keys written to ``series`` per transaction of a fold (see the module docstring)."""
-        return self._writer.fold_chunk
+        return self._compaction.fold_chunk
 
     @property
     def max_size_bytes(self) -> int | None:
@@ -122,7 +119,7 @@ class SQLiteStore(Storage):
     def unfolded_keys(self) -> int:
         """How many keys have journaled points not yet folded into ``series`` (for
         monitoring; exact only when read from a future's done callback)."""
-        return self._writer.unfolded_keys
+        return self._compaction.unfolded_keys
 
     def close(self) -> None:
         """Commit what is queued, fold the journal, checkpoint the log, release the file.
