@@ -234,20 +234,91 @@ class _FlowControl:
             self._transport.pause_reading()
 
 
-class _Connection(asyncio.Protocol):
-    """Moves bytes between one socket and its session; watches its deadlines."""
+class _Watchdog:
+    """One connection's deadlines, made only once one is watched (idle connections without
+    deadlines do not pay for it).
+
+    With ``idle_timeout`` set, a connection with no sign of life for that long is closed; a
+    connection that holds an unfinished request line (bytes that never end a line do not
+    count as life) is closed after ``line_timeout``. A sign of life is a complete request
+    line, or answer bytes taken: the system takes bytes from our write buffer only as the
+    peer reads. One timer, re-armed for the time left.
+    """
 
     __slots__ = (
-        "_bytes_written",
-        "_flow",
+        "_connection",
         "_handed_over",
-        "_last_active",
-        "_pump",
         "_session",
         "_state",
         "_timer",
         "_transport",
+        "written",
+    )
+
+    def __init__(
+        self,
+        connection: _Connection,
+        transport: asyncio.Transport,
+        session: ServerSession,
+        state: _ServerState,
+    ) -> None:
+        self._connection = connection
+        self._transport = transport
+        self._session = session
+        self._state = state
+        self._timer: asyncio.TimerHandle | None = None
+        self.written = 0
+        """Bytes of answers handed to the transport, in all."""
+        self._handed_over = 0  # of those, how many had left its buffer at the last look
+
+    def look_in(self, delay: float) -> None:
+        """Look at the deadlines in ``delay`` seconds, unless a look is already due."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._look)
+
+    def cancel(self) -> None:
+        """Look no more: the connection is closed."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _look(self) -> None:
+        self._timer = None
+        transport, state = self._transport, self._state
+        now = asyncio.get_running_loop().time()
+        handed_over = self.written - transport.get_write_buffer_size()
+        if handed_over > self._handed_over:
+            self._handed_over = handed_over
+            self._connection.alive(now)
+        quiet = now - self._connection.last_active
+        deadlines = {"showed no sign of life": state.idle_timeout}
+        if self._session.partial_line:
+            deadlines["left a request line unfinished"] = state.line_timeout
+        missed = [name for name, limit in deadlines.items() if limit is not None and quiet >= limit]
+        if not missed:
+            left = [limit - quiet for limit in deadlines.values() if limit is not None]
+            if left:  # else nothing to watch any more: the line was finished
+                self.look_in(min(left))
+            return
+        logger.info("%s %s for %.0f s; closing", self._connection.peer, missed[0], quiet)
+        if transport.get_write_buffer_size():
+            transport.abort()  # it does not read: do not wait for its buffer to drain
+        else:
+            transport.close()  # what the system already holds still reaches the peer
+
+
+class _Connection(asyncio.Protocol):
+    """Moves bytes between one socket and its session; watches its deadlines."""
+
+    __slots__ = (
+        "_flow",
+        "_last_active",
+        "_pump",
+        "_session",
+        "_state",
+        "_transport",
         "_waited",
+        "_watchdog",
         "pumped",
     )
 
@@ -258,9 +329,7 @@ class _Connection(asyncio.Protocol):
         self.pumped = False  # the pump gives it turns: its answers do not fit in one piece
         self._waited: Future[None] | None = None  # the store future we asked to be woken by
         self._last_active = 0.0  # loop time of the last sign of life seen
-        self._bytes_written = 0  # answers handed to the transport, in all
-        self._handed_over = 0  # of those, how many had left its buffer at the last look
-        self._timer: asyncio.TimerHandle | None = None  # the next look at the deadlines
+        self._watchdog: _Watchdog | None = None  # made when a deadline is first watched
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports implement the interface without
@@ -277,7 +346,8 @@ class _Connection(asyncio.Protocol):
         # Room for a few pieces of a big answer, so we encode the next while the system
         # sends the last; a peer that does not read still holds at most this much of ours.
         tcp.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        logger.debug("connection from %s opened", self.peer)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("connection from %s opened", self.peer)
         if state.idle_timeout is not None:
             self._watch(state.idle_timeout)
 
@@ -285,9 +355,10 @@ class _Connection(asyncio.Protocol):
         if self._transport is None:
             return  # refused in connection_made: never counted, nothing to undo
         self._state.forget(self)
-        if self._timer is not None:
-            self._timer.cancel()
-        logger.debug("connection from %s closed%s", self.peer, f": {exc}" if exc else "")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("connection from %s closed%s", self.peer, f": {exc}" if exc else "")
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -325,7 +396,8 @@ class _Connection(asyncio.Protocol):
                     self._last_active = asyncio.get_running_loop().time()
                 if data:
                     transport.write(data)
-                    self._bytes_written += len(data)
+                    if self._watchdog is not None:
+                        self._watchdog.written += len(data)
                 if len(data) >= limit:
                     more = self._flow.writing
                     break
@@ -377,7 +449,7 @@ class _Connection(asyncio.Protocol):
         if data[-1:] == b"\n" or b"\n" in data:
             self._last_active = asyncio.get_running_loop().time()
         line_timeout = self._state.line_timeout
-        if data[-1:] != b"\n" and self._timer is None and line_timeout is not None:
+        if data[-1:] != b"\n" and line_timeout is not None:
             self._watch(line_timeout)
 
     @property
@@ -386,49 +458,17 @@ class _Connection(asyncio.Protocol):
         taking all of a long answer written so far."""
         return self._last_active
 
-    def _note_answers_taken(self, now: float) -> None:
-        """Count answer bytes taken since the last look as a sign of life: the system takes
-        bytes from our write buffer only as the peer reads."""
-        transport = self._transport
-        if transport is not None:
-            handed_over = self._bytes_written - transport.get_write_buffer_size()
-            if handed_over > self._handed_over:
-                self._handed_over = handed_over
-                self._last_active = now
-
     def _watch(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(delay, self._check_deadlines)
-
-    def _check_deadlines(self) -> None:
-        """Timer: close the connection if it missed a deadline; else look again later.
-
-        With ``idle_timeout`` set, a connection with no sign of life for that long is
-        closed; and one that holds an unfinished request line (bytes that never end a line
-        do not count as life) is closed after ``line_timeout``.
-        """
-        self._timer = None
+        """Have the watchdog look at the deadlines in ``delay`` seconds, if it is not due to."""
         transport = self._transport
-        if transport is None:
-            return
-        state = self._state
-        now = asyncio.get_running_loop().time()
-        self._note_answers_taken(now)
-        quiet = now - self._last_active
-        deadlines = {"showed no sign of life": state.idle_timeout}
-        if self._session.partial_line:
-            deadlines["left a request line unfinished"] = state.line_timeout
-        missed = [name for name, limit in deadlines.items() if limit is not None and quiet >= limit]
-        if not missed:
-            left = [limit - quiet for limit in deadlines.values() if limit is not None]
-            if left:  # else nothing to watch any more: the line was finished
-                self._watch(min(left))
-            return
-        logger.info("%s %s for %.0f s; closing", self.peer, missed[0], quiet)
-        if transport.get_write_buffer_size():
-            transport.abort()  # it does not read: do not wait for its buffer to drain
-        else:
-            transport.close()  # what the system already holds still reaches the peer
+        if self._watchdog is None and transport is not None:
+            self._watchdog = _Watchdog(self, transport, self._session, self._state)
+        if self._watchdog is not None:
+            self._watchdog.look_in(delay)
+
+    def alive(self, now: float) -> None:
+        """Note a sign of life seen at loop time ``now`` (the watchdog saw answers taken)."""
+        self._last_active = now
 
     @property
     def peer(self) -> str:
