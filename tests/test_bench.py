@@ -70,13 +70,15 @@ def test_tiny_benchmark_fills_every_figure_for_every_server() -> None:
     assert messages  # progress was reported
 
 
-def test_a_before_server_must_import_its_own_checkout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["before", "ours"])
+def test_another_checkouts_server_must_import_its_own_package(tmp_path: Path, role: str) -> None:
     # No metrics_lab in tmp_path: the server would import the installed one, and measure
     # this checkout twice under two names. The benchmark refuses instead.
-    before = server_kinds(before=tmp_path)[-1]
-    assert before.name == "before"
+    kinds = server_kinds(**{role: tmp_path})
+    other = [kind for kind in kinds if kind.checkout == tmp_path]
+    assert [kind.name for kind in other] == (["before"] if role == "before" else ["fast", "simple"])
     with pytest.raises(RuntimeError, match="imported metrics_lab from"):
-        before.start("asyncio")
+        other[0].start("asyncio")
 
 
 def test_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> None:
