@@ -689,12 +689,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "the baseline server, each in its own process with the load from another one. "
             "Prints one line per figure and server: the median over the rounds (min-max), "
             "the ratio to the baseline, and whether fast meets the target. Takes 5 to 10 "
-            "minutes on a busy 2-core machine (about 2 with --quick); exits 1 if a target "
+            "minutes on a busy 2-core machine (2 to 3 with --quick); exits 1 if a target "
             "is missed."
         ),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smaller sizes and one round (about a minute)"
+        "--quick", action="store_true", help="smaller sizes and one round (2 to 3 minutes)"
     )
     parser.add_argument(
         "--rounds",
