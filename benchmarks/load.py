@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import socket
 import statistics
@@ -28,6 +27,8 @@ STALL = 0.1
 """A round trip longer than this, in seconds, is a stall (the issue's worst-case target)."""
 HALF_LINE = b"put lockout.trickle 1.5 1700000000"
 """What a peer of the lockout scenario sends, a byte at a time, and never ends with ``\\n``."""
+TRICKLE_INTERVAL = 0.5
+"""Seconds between two bytes of :data:`HALF_LINE`: now and then, as a slow peer would."""
 
 
 def put_lines(key_prefix: str, points: int, keys: int, first: int = 0) -> list[bytes]:
@@ -275,15 +276,13 @@ async def lockout(
     was closed or reset, or no answer came within ``wait`` seconds), and how long that took.
     """
     streams = [await asyncio.open_connection(host, port) for _ in range(connections)]
-    stop = asyncio.Event()
 
     async def trickle(writer: asyncio.StreamWriter) -> None:
         for byte in HALF_LINE:  # then silence: the line is never ended
-            if stop.is_set() or writer.is_closing():
-                return
+            if writer.is_closing():
+                return  # the server let this one go
             writer.write(bytes([byte]))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
+            await asyncio.sleep(TRICKLE_INTERVAL)
 
     trickling = [asyncio.create_task(trickle(writer)) for _, writer in streams[::2]]
     await asyncio.sleep(hold)
@@ -294,8 +293,9 @@ async def lockout(
     except (OSError, asyncio.IncompleteReadError, TimeoutError):
         answered = 0.0
     elapsed = time.perf_counter() - started
-    stop.set()
-    await asyncio.gather(*trickling, return_exceptions=True)  # a peer's write may fail: evicted
+    for task in trickling:
+        task.cancel()
+    await asyncio.gather(*trickling, return_exceptions=True)
     for _, writer in streams:
         writer.close()
     return {"connections": connections, "answered": answered, "seconds": elapsed}
