@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import time
@@ -80,6 +81,10 @@ the loop looks at its sockets again: a small request waits for at most about thi
 EVICTION_LOG_INTERVAL = 10.0
 """Seconds between two warnings about connections closed to make room at the limit."""
 
+_SIGNS_OF_LIFE: Final = itertools.count(1)
+"""Numbers the signs of life of every connection, in the order they happen: which connection
+was quiet the longest is a comparison, and taking a number is cheaper than reading a clock."""
+
 PARSER_CHOICES: Final = ("fast", "simple", "auto")
 """How a server parses requests: ``fast`` takes blocks of puts at once
 (:mod:`metrics_lab.fastpath`), ``simple`` reads line by line, as a learner does; ``auto``,
@@ -125,14 +130,14 @@ class _ServerState:
         """Count a new connection in, unless the server is stopping.
 
         At ``max_connections``, the connection that has gone longest without a sign of life
-        (see :attr:`_Connection.last_active`) is closed to make room, and a warning
+        (see :attr:`_Connection.last_sign_of_life`) is closed to make room, and a warning
         says so (at most every :data:`EVICTION_LOG_INTERVAL` seconds, so a flood cannot
         flood the log).
         """
         if not self.accepting:
             return False
         if len(self.connections) >= self.max_connections:
-            quietest = min(self.connections, key=_last_active)
+            quietest = min(self.connections, key=_last_sign_of_life)
             self.forget(quietest)
             quietest.abort()
             self._evicted += 1
@@ -159,8 +164,8 @@ class _ServerState:
             self.all_closed.set()
 
 
-def _last_active(connection: _Connection) -> float:
-    return connection.last_active
+def _last_sign_of_life(connection: _Connection) -> int:
+    return connection.last_sign_of_life
 
 
 class _Pump:
@@ -246,8 +251,10 @@ class _Watchdog:
     """
 
     __slots__ = (
+        "_active_at",
         "_connection",
         "_handed_over",
+        "_seen",
         "_session",
         "_state",
         "_timer",
@@ -270,6 +277,8 @@ class _Watchdog:
         self.written = 0
         """Bytes of answers handed to the transport, in all."""
         self._handed_over = 0  # of those, how many had left its buffer at the last look
+        self._seen = connection.last_sign_of_life  # its last sign of life at the last look
+        self._active_at = asyncio.get_running_loop().time()  # when that look was
 
     def look_in(self, delay: float) -> None:
         """Look at the deadlines in ``delay`` seconds, unless a look is already due."""
@@ -289,16 +298,20 @@ class _Watchdog:
         handed_over = self.written - transport.get_write_buffer_size()
         if handed_over > self._handed_over:
             self._handed_over = handed_over
-            self._connection.alive(now)
-        quiet = now - self._connection.last_active
+            self._connection.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        if self._connection.last_sign_of_life != self._seen:
+            self._seen = self._connection.last_sign_of_life
+            self._active_at = now
+        quiet = now - self._active_at
         deadlines = {"showed no sign of life": state.idle_timeout}
         if self._session.partial_line:
             deadlines["left a request line unfinished"] = state.line_timeout
         missed = [name for name, limit in deadlines.items() if limit is not None and quiet >= limit]
         if not missed:
-            left = [limit - quiet for limit in deadlines.values() if limit is not None]
-            if left:  # else nothing to watch any more: the line was finished
-                self.look_in(min(left))
+            limits = [limit for limit in deadlines.values() if limit is not None]
+            if limits:  # else nothing to watch any more: the line was finished
+                # Signs of life are seen only when we look: look often enough to be fair.
+                self.look_in(min(min(limits) - quiet, min(limits) / 4))
             return
         logger.info("%s %s for %.0f s; closing", self._connection.peer, missed[0], quiet)
         if transport.get_write_buffer_size():
@@ -312,13 +325,13 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_flow",
-        "_last_active",
         "_pump",
         "_session",
         "_state",
         "_transport",
         "_waited",
         "_watchdog",
+        "last_sign_of_life",
         "pumped",
     )
 
@@ -328,7 +341,9 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.pumped = False  # the pump gives it turns: its answers do not fit in one piece
         self._waited: Future[None] | None = None  # the store future we asked to be woken by
-        self._last_active = 0.0  # loop time of the last sign of life seen
+        self.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        """The number of its last sign of life: a complete request line, or the peer taking
+        a long answer. The connection with the lowest has been quiet the longest."""
         self._watchdog: _Watchdog | None = None  # made when a deadline is first watched
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -336,8 +351,7 @@ class _Connection(asyncio.Protocol):
         # inheriting from asyncio.Transport.
         tcp = cast(asyncio.Transport, transport)
         state = self._state
-        self._last_active = now = asyncio.get_running_loop().time()
-        if not state.admit(self, now):
+        if not state.admit(self, asyncio.get_running_loop().time()):
             tcp.abort()  # stopping: no answer, no buffers, gone at once
             return
         self._transport = tcp
@@ -362,7 +376,10 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        self._note_lines(data)
+        if data[-1:] == b"\n":  # whole lines: a sign of life
+            self.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        else:
+            self._line_begun(data)
         self._session.receive_data(data)
         self._send()
 
@@ -384,8 +401,10 @@ class _Connection(asyncio.Protocol):
         decide whether to read more, to wait for the store, or to close. Say whether more
         is ready."""
         transport = self._transport
-        if transport is None or not self._flow.writing or transport.is_closing():
+        if transport is None or not self._flow.writing:
             return False
+        if self.pumped and transport.is_closing():
+            return False  # closed to make room: the pump must not write to it
         session = self._session
         more = False
         try:
@@ -393,7 +412,7 @@ class _Connection(asyncio.Protocol):
                 data = session.data_to_send(limit)
                 if self.pumped and not transport.get_write_buffer_size():
                     # A long answer, and the peer took all we wrote so far: it is alive.
-                    self._last_active = asyncio.get_running_loop().time()
+                    self.last_sign_of_life = next(_SIGNS_OF_LIFE)
                 if data:
                     transport.write(data)
                     if self._watchdog is not None:
@@ -410,9 +429,14 @@ class _Connection(asyncio.Protocol):
         waiting_for = session.waiting_for
         if waiting_for is not None:
             self._wait_for(waiting_for)
-        self._flow.read(session.wants_data)
-        if session.finished and not more and self._flow.writing:
-            transport.close()
+        flow = self._flow
+        if session.wants_data:
+            if not flow.reading:
+                flow.read(True)
+        else:
+            flow.read(False)
+            if session.finished and not more and flow.writing:
+                transport.close()
         return more
 
     def _wait_for(self, future: Future[None]) -> None:
@@ -440,23 +464,16 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._flow.writing = True
-        self._last_active = asyncio.get_running_loop().time()  # the peer read: it is alive
+        self.last_sign_of_life = next(_SIGNS_OF_LIFE)  # the peer read: it is alive
         self._pump.add(self)  # the rest of the answer takes its turns with the others
 
     # Deadlines: a sign of life is a complete request line, or a peer taking answers.
-    def _note_lines(self, data: bytes) -> None:
-        """Note a completed line as a sign of life; watch a line begun and left unfinished."""
-        if data[-1:] == b"\n" or b"\n" in data:
-            self._last_active = asyncio.get_running_loop().time()
-        line_timeout = self._state.line_timeout
-        if data[-1:] != b"\n" and line_timeout is not None:
-            self._watch(line_timeout)
-
-    @property
-    def last_active(self) -> float:
-        """Loop time of the last sign of life seen: a complete request line, or the peer
-        taking all of a long answer written so far."""
-        return self._last_active
+    def _line_begun(self, data: bytes) -> None:
+        """A chunk that ends inside a line: note the lines it ends; watch the one it begins."""
+        if b"\n" in data:
+            self.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        if self._state.line_timeout is not None:
+            self._watch(self._state.line_timeout)
 
     def _watch(self, delay: float) -> None:
         """Have the watchdog look at the deadlines in ``delay`` seconds, if it is not due to."""
@@ -465,10 +482,6 @@ class _Connection(asyncio.Protocol):
             self._watchdog = _Watchdog(self, transport, self._session, self._state)
         if self._watchdog is not None:
             self._watchdog.look_in(delay)
-
-    def alive(self, now: float) -> None:
-        """Note a sign of life seen at loop time ``now`` (the watchdog saw answers taken)."""
-        self._last_active = now
 
     @property
     def peer(self) -> str:

@@ -210,6 +210,8 @@ class ServerSession:
         A put otherwise runs at once: its store write starts, and the puts of several
         requests (and connections) can share one commit.
         """
+        if self._answers is None and self._unstored is None and self._unfixed_snapshot is None:
+            return None  # nothing is queued or pending: no rule applies (the usual case)
         unfixed = self._unfixed_snapshot
         if unfixed is not None:
             if not unfixed.done():
