@@ -71,10 +71,10 @@ then it is closed (a peer trickling bytes that never end a line cannot hold a sl
 WRITE_BUFFER_HIGH: Final = 4 * ANSWER_BATCH
 """Bytes of answers a connection buffers before it waits for the peer to read (flow control)."""
 
-PUMP_PIECE: Final = 4 * ANSWER_PIECE
+PUMP_PIECE: Final = 2 * ANSWER_PIECE
 """Bytes of a big answer written in one of its turns (few system calls, under a millisecond)."""
 
-TURN_BUDGET: Final = 0.003
+TURN_BUDGET: Final = 0.002
 """Seconds of answer encoding per turn of the event loop, shared by all big answers, before
 the loop looks at its sockets again: a small request waits for at most about this long."""
 
