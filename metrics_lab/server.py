@@ -201,7 +201,7 @@ class _Pump:
         deadline = time.perf_counter() + TURN_BUDGET
         while queue:
             connection = queue.popleft()
-            if connection.send_piece(PUMP_PIECE):
+            if connection.take_turn():
                 queue.append(connection)
             else:
                 connection.pumped = False
@@ -389,23 +389,27 @@ class _Connection(asyncio.Protocol):
         self._send()
         return True
 
-    def _send(self) -> None:
-        """Write the answers ready now, if they fit in one piece; else leave them to the pump."""
-        if self.pumped:
-            self._flow.read(self._session.wants_data)  # the pump writes; we only read or not
-        elif self.send_piece(ANSWER_PIECE):
-            self._pump.add(self)
+    def take_turn(self) -> bool:
+        """The pump's turn: write a piece of a big answer; say whether more is ready."""
+        return self._send(turn=True)
 
-    def send_piece(self, limit: int) -> bool:
-        """Write about ``limit`` bytes of answers and run the requests that unblocked; then
-        decide whether to read more, to wait for the store, or to close. Say whether more
-        is ready."""
+    def _send(self, turn: bool = False) -> bool:
+        """Write the answers ready now, a piece of them, and run the requests that unblocked;
+        then decide whether to read more, to wait for the store, or to close.
+
+        More than a piece ready: outside the pump's turns, the pump takes it from here.
+        Says whether more is ready.
+        """
         transport = self._transport
         if transport is None or not self._flow.writing:
             return False
-        if self.pumped and transport.is_closing():
-            return False  # closed to make room: the pump must not write to it
         session = self._session
+        if self.pumped and not turn:  # the pump writes; we only read or not
+            self._flow.read(session.wants_data)
+            return False
+        if turn and transport.is_closing():
+            return False  # closed to make room: the pump must not write to it
+        limit = PUMP_PIECE if turn else ANSWER_PIECE
         more = False
         try:
             while True:
@@ -437,6 +441,8 @@ class _Connection(asyncio.Protocol):
             flow.read(False)
             if session.finished and not more and flow.writing:
                 transport.close()
+        if more and not turn:
+            self._pump.add(self)
         return more
 
     def _wait_for(self, future: Future[None]) -> None:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Final
 
@@ -149,12 +148,22 @@ class ServerSession:
             self._ended = True
             return
         block = self._lines.receive_block(data)
-        if block:
-            self._run_or_hold(self.parser.parse(block))
+        items = self.parser.parse(block) if block else []
         if self._lines.too_long and not self._ended:
             logger.warning("a request line over %d bytes; answering error", self._lines.max_line)
             self._ended = True
-            self._run_or_hold([WrongCommandError("line too long")])
+            items.append(WrongCommandError("line too long"))
+        held = self._held
+        if held:  # earlier requests wait: these wait behind them
+            held.extend(items)
+            return
+        for index, item in enumerate(items):
+            # Nothing queued or pending (the usual case): no waiting rule can apply.
+            pending = self._answers or self._unstored or self._unfixed_snapshot
+            if pending and self.why_wait(item) is not None:
+                self._held = deque(items[index:])
+                return
+            self._run(item)
 
     def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
         """The answers that are ready, in order: at most about ``limit`` bytes of them.
@@ -210,8 +219,6 @@ class ServerSession:
         A put otherwise runs at once: its store write starts, and the puts of several
         requests (and connections) can share one commit.
         """
-        if self._answers is None and self._unstored is None and self._unfixed_snapshot is None:
-            return None  # nothing is queued or pending: no rule applies (the usual case)
         unfixed = self._unfixed_snapshot
         if unfixed is not None:
             if not unfixed.done():
@@ -259,20 +266,6 @@ class ServerSession:
         """How many bytes of an unfinished request line are buffered."""
         return self._lines.pending
 
-    def _run_or_hold(self, items: Iterable[Item]) -> None:
-        """Run ``items`` in order until one must wait; hold that one and the rest."""
-        held = self._held
-        if held:  # earlier requests wait: these wait behind them
-            held.extend(items)
-            return
-        items = iter(items)
-        for item in items:
-            if self.why_wait(item) is not None:
-                self._held = deque([item])
-                self._held.extend(items)
-                return
-            self._run(item)
-
     def _forget_stored(self) -> None:
         """Drop the writes the store has finished, oldest first, from the pending ones."""
         unstored = self._unstored
@@ -284,38 +277,35 @@ class ServerSession:
     def _run(self, item: Item) -> None:
         """Run one request and queue its answer: finished, or waiting for the store."""
         if isinstance(item, GetRequest):
-            answer = _GetAnswer(self.store, None if item.key == ALL_KEYS else item.key)
-            self._queue(answer)
+            get = _GetAnswer(self.store, None if item.key == ALL_KEYS else item.key)
+            self._queue(get)
             self._answering_get = True
-            self._unfixed_snapshot = answer.unfixed
+            self._unfixed_snapshot = get.unfixed
             return
         if isinstance(item, WrongCommandError):
             logger.debug("wrong command: %s", item)
-            self._answer(ERROR_ANSWER)
-            return
-        if isinstance(item, PointBatch):
-            batch = item
+            answer = ERROR_ANSWER
         else:
-            batch = PointBatch((item.key,), (item.value,), (item.timestamp,))
-        written = self.store.write(batch)
-        count = len(batch.keys)
-        if written is STORED:  # a memory store stored the points at once
-            self._answer(OK_ANSWER * count)
-            return
-        if not written.done():  # a durable store: answered once it has committed
-            if self._unstored is None:
-                self._unstored = deque()
-            self._unstored.append((written, count))
-            self._unstored_points += count
-        self._queue(_PutAnswers(written, count))
-
-    def _answer(self, answer: bytes) -> None:
-        """Queue a finished answer: ready at once, or joined behind one still in the making."""
+            if isinstance(item, PointBatch):
+                batch = item
+            else:
+                batch = PointBatch((item.key,), (item.value,), (item.timestamp,))
+            written = self.store.write(batch)
+            count = len(batch.keys)
+            if written is not STORED:  # a durable store: answered once it has committed
+                if not written.done():
+                    if self._unstored is None:
+                        self._unstored = deque()
+                    self._unstored.append((written, count))
+                    self._unstored_points += count
+                self._queue(_PutAnswers(written, count))
+                return
+            answer = OK_ANSWER * count  # a memory store stored the points at once
         answers = self._answers
         if not answers:
             self._ready.append(answer)
             return
-        last = answers[-1]
+        last = answers[-1]  # behind an answer still in the making: join the finished ones
         if isinstance(last, _KnownAnswers) and last.data is not None:
             last.data += answer
         else:

@@ -12,6 +12,7 @@ import pytest
 
 from metrics_lab import MemoryStore
 from metrics_lab.fastpath import FastParser
+from metrics_lab.protocol import GetRequest, PutRequest
 from metrics_lab.session import (
     ANSWER_PIECE,
     MAX_UNSTORED_POINTS,
@@ -257,3 +258,16 @@ def test_waiting_for_names_a_future_that_finished_after_data_to_send() -> None:
     assert session.run_held_requests()
     assert session.data_to_send() == b"ok\nk 1.0 1\n\n"
     assert session.waiting_for is None
+
+
+def test_why_wait_says_which_rule_holds_the_next_request_back() -> None:
+    store = LaterStore()
+    session = ServerSession(store)
+    session.receive_data(b"put k 1 1\nget k\n")
+    assert session.why_wait(GetRequest("k")) == "an earlier put is not stored yet"
+    assert session.why_wait(PutRequest("k", 2.0, 2)) is None  # a put does not wait for it
+    assert not session.wants_data  # the get is held back
+    store.commit()
+    assert drain(session) == OK + b"ok\nk 1.0 1\n\n"
+    assert session.why_wait(GetRequest("k")) is None
+    assert session.wants_data
