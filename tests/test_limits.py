@@ -232,6 +232,9 @@ def test_a_line_begun_and_never_finished_is_closed_without_an_idle_timeout() -> 
 def test_the_line_deadline_is_on_by_default_and_can_be_turned_off() -> None:
     assert MetricsServer().line_timeout == DEFAULT_LINE_TIMEOUT
     assert MetricsServer(line_timeout=None).line_timeout is None
+    with serve_in_background() as server:  # notebooks: half a line may wait for the next cell
+        assert isinstance(server.server, MetricsServer)
+        assert server.server.line_timeout is None
     with pytest.raises(ValueError, match="line_timeout"):
         MetricsServer(line_timeout=0)
 
