@@ -5,8 +5,11 @@ for a request does not. Each server runs under ``valgrind --tool=callgrind`` twi
 with few requests and once with more; the difference of the two totals, divided by the
 difference of the request counts, is the cost of one request, start-up and shutdown cancel
 out. Two paths are counted: a lone put (one put, wait for its ``ok``, again) and a block of
-3,000 pipelined puts in one write. Needs valgrind (Linux); takes a few minutes. ``--before
-DIR`` adds the server of another checkout, as in :mod:`benchmarks.run`.
+3,000 pipelined puts in one write (the cost of an ingested point). Each figure is shown with
+its ratio to the baseline's; the target is at most :data:`TARGET_RATIO` times the baseline per
+ingested point. Needs valgrind (Linux); takes a few minutes. ``--before DIR`` adds the server
+of another checkout and ``--ours DIR`` measures another checkout as ``fast`` and ``simple``,
+as in :mod:`benchmarks.run`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.durable import send_and_check
 from benchmarks.load import put_lines
-from benchmarks.run import ServerKind, server_kinds
+from benchmarks.run import ROOT, ServerKind, server_kinds
 
 LONE_PUTS = (500, 1_500)
 """Lone puts in the short and in the long run."""
@@ -30,6 +33,8 @@ BLOCK = 3_000
 """Puts in one block."""
 BLOCKS = (1, 3)
 """Blocks in the short and in the long run."""
+TARGET_RATIO = 1.10
+"""Instructions per ingested point (a put in a block), ``fast`` over the baseline: at most."""
 
 
 def _drive(port: int, lines: list[bytes], per_write: int) -> None:
@@ -75,23 +80,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--before", type=Path, metavar="DIR", help="also count the server of another checkout"
     )
+    parser.add_argument(
+        "--ours",
+        type=Path,
+        metavar="DIR",
+        default=ROOT,
+        help="count the server of another checkout as fast and simple (default: this one)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("python -m benchmarks.instructions needs valgrind", file=sys.stderr)
         return 1
     before = None if args.before is None else args.before.resolve()
-    header = ("server", "lone put", f"put in a block of {BLOCK:,}")
-    rows = [header]
-    for kind in server_kinds(before):
+    counts: dict[str, tuple[float, float]] = {}
+    for kind in server_kinds(before, args.ours.resolve()):
         print(f"counting {kind.name} ...", file=sys.stderr, flush=True)
-        lone = _per_request(kind, LONE_PUTS, 1)
-        block = _per_request(kind, BLOCKS, BLOCK)
-        rows.append((kind.name, f"{lone:,.0f}", f"{block:,.0f}"))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    for row in rows:
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
-    print("\ninstructions per put (callgrind Ir), from the difference of two runs of each size")
+        counts[kind.name] = (_per_request(kind, LONE_PUTS, 1), _per_request(kind, BLOCKS, BLOCK))
+    print(format_counts(counts))
     return 0
+
+
+def format_counts(counts: dict[str, tuple[float, float]]) -> str:
+    """The table: per server, instructions per lone put and per put in a block, each with its
+    ratio to the baseline's; then the target and whether ``fast`` meets it."""
+    header = ("server", "lone put", "/baseline", f"put in a block of {BLOCK:,}", "/baseline")
+    lone_base, block_base = counts["baseline"]
+    rows = [header]
+    for name, (lone, block) in counts.items():
+        row = (name, f"{lone:,.0f}", f"{lone / lone_base:.2f}x")
+        rows.append((*row, f"{block:,.0f}", f"{block / block_base:.2f}x"))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [
+        "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    ratio = counts["fast"][1] / block_base
+    verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
+    lines.append(
+        "\ninstructions per put (callgrind Ir), from the difference of two runs of each size;"
+        f"\nper ingested point (a put in a block) fast/baseline = {ratio:.2f}x, target <= "
+        f"{TARGET_RATIO:.2f}x: {verdict}"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,18 @@ import sys
 import time
 from collections.abc import Sequence
 
-from benchmarks.system import raise_fd_limit
+from benchmarks.system import FD_MARGIN, raise_fd_limit, rss_bytes
 from metrics_lab.server import LOOP_CHOICES, event_loop_factory
 
 OK = b"ok\n\n"
+SCENARIOS = ("ingest", "get_all", "latency", "concurrent", "slow_readers", "idle", "lockout")
 START = 1_700_000_000
+STALL = 0.1
+"""A round trip longer than this, in seconds, is a stall (the issue's worst-case target)."""
+HALF_LINE = b"put lockout.trickle 1.5 1700000000"
+"""What a peer of the lockout scenario sends, a byte at a time, and never ends with ``\\n``."""
+TRICKLE_INTERVAL = 0.5
+"""Seconds between two bytes of :data:`HALF_LINE`: now and then, as a slow peer would."""
 
 
 def put_lines(key_prefix: str, points: int, keys: int, first: int = 0) -> list[bytes]:
@@ -143,25 +150,33 @@ async def concurrent(host: str, port: int, connections: int, points: int) -> dic
 
 
 async def slow_readers(
-    host: str, port: int, readers: int, seconds: float, rate: int
+    host: str, port: int, readers: int, seconds: float, rate: int, receive_buffer: int
 ) -> dict[str, float]:
-    """``readers`` connections send ``get *`` and take the answer at ``rate`` bytes a second
-    for ``seconds``, then close; meanwhile another connection puts and gets one point in turn.
+    """``readers`` connections send ``get *`` at the same moment and take the answer at
+    ``rate`` bytes a second for ``seconds``, then close; meanwhile another connection puts and
+    gets one point in turn, from the moment the gets are sent.
 
-    The readers' receive buffers are made small, so the kernel cannot take the answers off
-    the server's hands: what the server has not sent, it holds. The figures are the other
-    client's round trips (each put and each get is one sample), median, 99th percentile and
-    worst, in seconds.
+    ``receive_buffer``: the readers' ``SO_RCVBUF`` in bytes, or 0 for the kernel's default. The
+    default lets the kernel take up to a few megabytes of each answer before the reader reads
+    any, so the server encodes for every reader at once: the case of real clients. A small
+    buffer keeps the kernel from taking the answers off the server's hands, so what the server
+    has not sent, it holds. The figures are the other client's round trips (each put and each
+    get is one sample, none left out), median, 99th percentile and worst, in seconds, and how
+    many took longer than :data:`STALL` (the probe goes on at once after a stall, so a few long
+    stalls hardly move the 99th percentile; the count and the worst show them).
     """
     loop = asyncio.get_running_loop()
     sockets = []
     for _ in range(readers):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: it sticks
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect
         sock.setblocking(False)
         await loop.sock_connect(sock, (host, port))
-        await loop.sock_sendall(sock, b"get *\n")
         sockets.append(sock)
+    # Connected before the gets go out, so its own connection waits for nothing.
+    reader, writer = await asyncio.open_connection(host, port)
+    await asyncio.gather(*(loop.sock_sendall(sock, b"get *\n") for sock in sockets))
     deadline = time.perf_counter() + seconds
     tick = 0.25
     received = 0
@@ -179,7 +194,6 @@ async def slow_readers(
             sock.close()
 
     async def probe() -> list[float]:
-        reader, writer = await asyncio.open_connection(host, port)
         samples: list[float] = []
         number = 0
         while not samples or time.perf_counter() < deadline:  # at least one of each
@@ -213,7 +227,78 @@ async def slow_readers(
         "median_seconds": statistics.median(samples),
         "p99_seconds": _percentile(samples, 99),
         "max_seconds": max(samples),
+        "stalls": sum(sample > STALL for sample in samples),
     }
+
+
+async def _round_trip(host: str, port: int, key: str) -> float:
+    """Open a connection, put one point and wait for its ``ok``; the seconds it took."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"put {key} 1.5 {START}\n".encode())
+        await _expect(reader, OK)
+    finally:
+        writer.close()
+    return time.perf_counter() - started
+
+
+async def idle(host: str, port: int, connections: int, server_pid: int) -> dict[str, float]:
+    """Open ``connections`` connections that send nothing; the server's RSS growth for them.
+
+    Process ``server_pid`` is the server: its RSS is read before the first connection and once
+    the server has taken them all (a put on one more connection is answered only after the
+    server accepted every connection queued before it), then everything is closed.
+    """
+    before = rss_bytes(server_pid)
+    streams = []
+    try:
+        for _ in range(connections):
+            streams.append(await asyncio.open_connection(host, port))
+        await _round_trip(host, port, "idle.probe")
+        await asyncio.sleep(0.5)  # let the server finish what accepting started
+        after = rss_bytes(server_pid)
+    finally:
+        for _, writer in streams:
+            writer.close()
+    growth = float("nan") if before is None or after is None else after - before
+    return {"connections": connections, "rss_growth": growth}
+
+
+async def lockout(
+    host: str, port: int, connections: int, hold: float, wait: float
+) -> dict[str, float]:
+    """One peer holds ``connections`` connections (the server's limit); half of them stay
+    idle, the other half send half a request line, a byte at a time, and never end it. After
+    ``hold`` seconds a newcomer connects and puts one point.
+
+    The figures: whether the newcomer's put was answered ``ok`` (1) or not (0: its connection
+    was closed or reset, or no answer came within ``wait`` seconds), and how long that took.
+    """
+    streams = [await asyncio.open_connection(host, port) for _ in range(connections)]
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        for byte in HALF_LINE:  # then silence: the line is never ended
+            if writer.is_closing():
+                return  # the server let this one go
+            writer.write(bytes([byte]))
+            await asyncio.sleep(TRICKLE_INTERVAL)
+
+    trickling = [asyncio.create_task(trickle(writer)) for _, writer in streams[::2]]
+    await asyncio.sleep(hold)
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(_round_trip(host, port, "lockout.newcomer"), wait)
+        answered = 1.0
+    except (OSError, asyncio.IncompleteReadError, TimeoutError):
+        answered = 0.0
+    elapsed = time.perf_counter() - started
+    for task in trickling:
+        task.cancel()
+    await asyncio.gather(*trickling, return_exceptions=True)
+    for _, writer in streams:
+        writer.close()
+    return {"connections": connections, "answered": answered, "seconds": elapsed}
 
 
 def _percentile(samples: list[float], percent: int) -> float:
@@ -226,9 +311,7 @@ def _percentile(samples: list[float], percent: int) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one scenario against ``--host``/``--port`` and print its figures as JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load")
-    parser.add_argument(
-        "scenario", choices=["ingest", "get_all", "latency", "concurrent", "slow_readers"]
-    )
+    parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--points", type=int, default=400_000)
@@ -238,9 +321,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0, help="slow_readers: how long")
     parser.add_argument("--rate", type=int, default=1024, help="slow_readers: bytes/s each")
+    parser.add_argument(
+        "--receive-buffer",
+        type=int,
+        default=0,
+        help="slow_readers: each reader's SO_RCVBUF in bytes (default: 0, the kernel's)",
+    )
+    parser.add_argument("--server-pid", type=int, default=0, help="idle: the server's process")
+    parser.add_argument(
+        "--hold", type=float, default=2.0, help="lockout: seconds before the newcomer comes"
+    )
+    parser.add_argument(
+        "--wait", type=float, default=5.0, help="lockout: seconds the newcomer waits at most"
+    )
     parser.add_argument("--loop", choices=LOOP_CHOICES, default="auto")
     args = parser.parse_args(argv)
-    raise_fd_limit()
+    raise_fd_limit(args.connections + FD_MARGIN)
     host, port = args.host, args.port
     if args.scenario == "ingest":
         work = ingest(host, port, args.points, args.keys, args.connections, args.batch)
@@ -250,8 +346,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = latency(host, port, args.connections, args.points)
     elif args.scenario == "concurrent":
         work = concurrent(host, port, args.connections, args.points)
+    elif args.scenario == "slow_readers":
+        work = slow_readers(
+            host, port, args.connections, args.seconds, args.rate, args.receive_buffer
+        )
+    elif args.scenario == "idle":
+        work = idle(host, port, args.connections, args.server_pid)
     else:
-        work = slow_readers(host, port, args.connections, args.seconds, args.rate)
+        work = lockout(host, port, args.connections, args.hold, args.wait)
     with asyncio.Runner(loop_factory=event_loop_factory(args.loop)) as runner:
         result = runner.run(work)
     print(json.dumps(result), flush=True)

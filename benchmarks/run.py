@@ -1,15 +1,23 @@
 """Start each server in turn, run every scenario against it, print the table.
 
-``python -m benchmarks [--quick] [--rounds N] [--loop auto|asyncio|uvloop] [--before DIR]``
-(``--help`` says more). Every server and every load generator is its own process; each
-figure is the median of the rounds, shown with its min-max so the machine's noise is
-visible, and the servers take turns going first from one round to the next. Nothing is
-written to disk.
+``python -m benchmarks [--quick] [--rounds N] [--only GROUP ...] [--loop auto|asyncio|uvloop]
+[--ours DIR] [--before DIR]`` (``--help`` says more). Every server and every load generator is
+its own process; each figure is the median of the rounds, shown with its min-max so the
+machine's noise is visible, and the servers take turns going first from one round to the next.
+Nothing is written to disk.
 
 The servers, or "kinds": ``fast`` and ``simple`` are ours with each parser (``fast`` is what
 ``parser="auto"`` picks, so the targets apply to it), ``baseline`` is
 :mod:`benchmarks.baseline`, and ``before`` is our server from another checkout, say a
 ``git worktree`` of an older commit, to measure a change before and after in the same run.
+``--ours DIR`` measures another checkout as ``fast`` and ``simple`` (a branch with a change),
+with this checkout's benchmark.
+
+The scenarios come in groups (:data:`GROUPS`), each on fresh servers: ``speed`` (ingest,
+latency, concurrent connections), ``readers`` (memory per point, ``get *``, and in the heavy
+rounds 40 readers of ``get *`` with the kernel's default receive buffers and again with small
+ones), ``keys`` (memory per key, heavy rounds), ``footprint`` (idle connections), ``lockout``
+(one peer holds the connection limit) and ``path`` (the simple path's lines, once).
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from benchmarks.system import rss_bytes
+from benchmarks.system import connections_possible, rss_bytes
+from benchmarks.trace_path import TARGET_LINES
 from metrics_lab.server import LOOP_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +51,43 @@ BEFORE_BYTES_PER_KEY = 430
 each: the target for ``memory per key`` when that server is not measured in the same run."""
 MIB = 1 << 20
 
-# Each server process prints the file its metrics_lab came from, then "port <n>"; run.py
-# checks the first, so a "before" server cannot silently import this checkout's package.
-_BOOT = (
-    "import sys, metrics_lab; print('module', metrics_lab.__file__, flush=True); "
-    "from benchmarks.serve import main; sys.exit(main(sys.argv[1:]))"
-)
+SMALL_RECEIVE_BUFFER = 4096
+"""The slow readers' SO_RCVBUF in the variant with small buffers, in bytes."""
+
+
+def _boot(module: str) -> str:
+    """Code for ``python -c`` that runs ``module``'s ``main`` from this checkout's benchmarks
+    with the ``metrics_lab`` found first on the path (a checkout's, by ``PYTHONPATH``).
+
+    The process prints the file its metrics_lab came from first; :func:`_start` checks it, so
+    a server of another checkout cannot silently import this checkout's package. Whatever is
+    imported after that from ``benchmarks`` is this checkout's, so every checkout is driven
+    by the same benchmark.
+    """
+    return (
+        "import sys, metrics_lab; print('module', metrics_lab.__file__, flush=True); "
+        f"sys.path.insert(0, {str(ROOT)!r}); "
+        f"from {module} import main; sys.exit(main(sys.argv[1:]))"
+    )
+
+
+def _start(
+    module: str, arguments: Sequence[str], checkout: Path, wrapper: Sequence[str] = ()
+) -> subprocess.Popen[str]:
+    """Start ``module`` (see :func:`_boot`) with ``checkout``'s metrics_lab, its output piped."""
+    command = [*wrapper, sys.executable, "-c", _boot(module), *arguments]
+    # The checkout's own package first, whatever is installed in the environment.
+    environment = {**os.environ, "PYTHONPATH": str(checkout)}
+    process = subprocess.Popen(
+        command, cwd=checkout, env=environment, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    module_line = process.stdout.readline().split(maxsplit=1)
+    if len(module_line) != 2 or not Path(module_line[1].strip()).is_relative_to(checkout):
+        process.terminate()
+        process.communicate(timeout=120)
+        raise RuntimeError(f"the {module} in {checkout} imported metrics_lab from {module_line}")
+    return process
 
 
 @dataclass(frozen=True)
@@ -68,7 +108,11 @@ class Sizes:
     slow_readers: int = 40
     slow_seconds: float = 15.0
     slow_rate: int = 1024  # bytes a second, each reader
-    heavy_rounds: int = 2  # rounds that also run the two long scenarios (keys, slow readers)
+    heavy_rounds: int = 2  # rounds that also run keys, slow readers, idle conns, held limit
+    idle_connections: int = 10_000  # fewer if the open-file limit is lower (a message says so)
+    lockout_connections: int = 1_000  # the server's --max-connections, all held (the default)
+    lockout_hold: float = 2.0  # seconds the peer holds them before the newcomer comes
+    lockout_wait: float = 5.0  # seconds the newcomer waits at most for its answer
 
 
 FULL = Sizes()
@@ -141,17 +185,67 @@ FIGURES = {
         f"<= before (~{BEFORE_BYTES_PER_KEY})",
         lambda m, sizes: m["fast"] <= m.get(BEFORE, BEFORE_BYTES_PER_KEY),
     ),
-    "slow_rss": Figure(
-        "slow readers: server RSS growth, peak", "MiB", "<= 100", lambda m, sizes: m["fast"] <= 100
+    "fair_rss": Figure(
+        "slow readers, default buffers: server RSS growth, peak",
+        "MiB",
+        "<= 100",
+        lambda m, sizes: m["fast"] <= 100,
     ),
-    "slow_p50": Figure("slow readers: other client round trip, median", "ms"),
+    "fair_p50": Figure("slow readers, default buffers: other client round trip, median", "ms"),
+    "fair_p99": Figure(
+        "slow readers, default buffers: other client round trip, p99",
+        "ms",
+        "<= 20",
+        lambda m, sizes: m["fast"] <= 20,
+    ),
+    "fair_max": Figure(
+        "slow readers, default buffers: other client round trip, max",
+        "ms",
+        "<= 100",
+        lambda m, sizes: m["fast"] <= 100,
+    ),
+    "fair_stalls": Figure("slow readers, default buffers: round trips over 100 ms", "count"),
+    "slow_rss": Figure(
+        "slow readers, small buffers: server RSS growth, peak",
+        "MiB",
+        "<= 100",
+        lambda m, sizes: m["fast"] <= 100,
+    ),
+    "slow_p50": Figure("slow readers, small buffers: other client round trip, median", "ms"),
     "slow_p99": Figure(
-        "slow readers: other client round trip, p99",
+        "slow readers, small buffers: other client round trip, p99",
         "ms",
         "<= 50",
         lambda m, sizes: m["fast"] <= 50,
     ),
-    "slow_max": Figure("slow readers: other client round trip, max", "ms"),
+    "slow_max": Figure("slow readers, small buffers: other client round trip, max", "ms"),
+    "slow_stalls": Figure("slow readers, small buffers: round trips over 100 ms", "count"),
+    "idle_bytes": Figure(
+        "idle connections: server memory each (RSS growth)",
+        "bytes",
+        "<= 2,500",
+        lambda m, sizes: m["fast"] <= 2_500,
+    ),
+    "lockout_answered": Figure(
+        "connection limit held by one peer: newcomer's put answered",
+        "1=yes",
+        "1, both parsers",
+        lambda m, sizes: m["fast"] == m["simple"] == 1,
+    ),
+    # No verdict of its own: a refusal at once is quick too (the figure above tells them apart).
+    "lockout_seconds": Figure(
+        "connection limit held by one peer: newcomer's wait for answer or refusal",
+        "s",
+        "< 1 (answered)",
+    ),
+    "path_lines": Figure(
+        "simple path, put + get on a new connection: distinct lines",
+        "lines",
+        "<= ~120 (simple)",
+        lambda m, sizes: m["simple"] <= TARGET_LINES,
+    ),
+    "path_functions": Figure("simple path: functions", "functions"),
+    "path_modules": Figure("simple path: modules", "modules"),
 }
 
 
@@ -185,23 +279,14 @@ class Report:
 
 
 class Server:
-    """A server process on a free loopback port, run from ``checkout``; ``wrapper`` is a
-    command to run it under (``valgrind ...``), if any."""
+    """A server process on a free loopback port, with ``checkout``'s metrics_lab; ``wrapper``
+    is a command to run it under (``valgrind ...``), if any."""
 
     def __init__(
         self, arguments: list[str], loop: str, checkout: Path, wrapper: Sequence[str] = ()
     ) -> None:
-        command = [*wrapper, sys.executable, "-c", _BOOT, *arguments, "--loop", loop]
-        # The checkout's own package first, whatever is installed in the environment.
-        environment = {**os.environ, "PYTHONPATH": str(checkout)}
-        self.process = subprocess.Popen(
-            command, cwd=checkout, env=environment, stdout=subprocess.PIPE, text=True
-        )
+        self.process = _start("benchmarks.serve", [*arguments, "--loop", loop], checkout, wrapper)
         assert self.process.stdout is not None
-        module = self.process.stdout.readline().split(maxsplit=1)
-        if len(module) != 2 or not Path(module[1].strip()).is_relative_to(checkout):
-            self.stop()
-            raise RuntimeError(f"the server in {checkout} imported metrics_lab from {module}")
         line = self.process.stdout.readline()  # "port <n>", printed once it listens
         if not line.startswith("port "):
             self.stop()
@@ -266,49 +351,76 @@ class ServerKind:
     arguments: list[str]
     checkout: Path = ROOT
 
-    def start(self, loop: str, wrapper: Sequence[str] = ()) -> Server:
-        """Start a server of this kind; see :class:`Server`."""
-        return Server(self.arguments, loop, self.checkout, wrapper)
+    def start(self, loop: str, wrapper: Sequence[str] = (), *options: str) -> Server:
+        """Start a server of this kind, with more ``options`` for it; see :class:`Server`."""
+        return Server([*self.arguments, *options], loop, self.checkout, wrapper)
 
 
-def server_kinds(before: Path | None = None) -> list[ServerKind]:
-    """The servers to measure: :data:`KINDS`, then ``before`` if a checkout is given."""
+def server_kinds(before: Path | None = None, ours: Path = ROOT) -> list[ServerKind]:
+    """The servers to measure: :data:`KINDS` (ours from checkout ``ours``), then ``before``
+    if a checkout is given."""
     kinds = [
-        ServerKind("fast", ["ours", "--parser", "fast"]),
-        ServerKind("simple", ["ours", "--parser", "simple"]),
+        ServerKind("fast", ["ours", "--parser", "fast"], ours),
+        ServerKind("simple", ["ours", "--parser", "simple"], ours),
         ServerKind("baseline", ["baseline"]),
     ]
     if before is not None:
-        kinds.append(ServerKind(BEFORE, ["ours"], before))  # as it was: no --parser then
+        kinds.append(ServerKind(BEFORE, ["ours"], before))  # with its own default parser
     return kinds
 
 
 @contextmanager
-def _serving(kind: ServerKind, loop: str) -> Iterator[Server]:
-    server = kind.start(loop)
+def _serving(kind: ServerKind, loop: str, *options: str) -> Iterator[Server]:
+    server = kind.start(loop, (), *options)
     try:
         yield server
     finally:
         server.stop()
 
 
-def _run_round(kind: ServerKind, heavy: bool, report: Report, say: Callable[[str], None]) -> None:
-    """One round against one kind of server: each group of scenarios on a fresh server."""
-    loop, sizes, name = report.loop, report.sizes, kind.name
-    load_points = partial(  # the points that memory per point, get * and slow readers read
-        _load,
-        "ingest",
-        loop=loop,
-        points=sizes.memory_points,
-        keys=sizes.memory_keys,
-        connections=sizes.ingest_connections,
-        batch=sizes.batch,
-    )
-    with _serving(kind, loop) as server:
-        say(f"{name}: ingest")
-        result = load_points(port=server.port, points=sizes.ingest_points)
-        report.add("ingest", name, result["points_per_second"])
-        say(f"{name}: latency")
+@dataclass(frozen=True)
+class Round:
+    """One round against one kind of server, as each group of scenarios sees it."""
+
+    kind: ServerKind
+    number: int
+    report: Report
+    say: Callable[[str], None]
+
+    @property
+    def heavy(self) -> bool:
+        """Whether this round also runs the long scenarios."""
+        return self.number <= self.report.sizes.heavy_rounds
+
+    def serving(self, *options: str) -> AbstractContextManager[Server]:
+        """A fresh server of this round's kind (with more ``options``), stopped afterwards."""
+        return _serving(self.kind, self.report.loop, *options)
+
+    def load_points(self, port: int, **options: float) -> dict[str, float]:
+        """Put the points that memory per point, ``get *`` and the slow readers read (or as
+        many as ``options`` say)."""
+        sizes = self.report.sizes
+        defaults: dict[str, float] = {
+            "points": sizes.memory_points,
+            "keys": sizes.memory_keys,
+            "connections": sizes.ingest_connections,
+            "batch": sizes.batch,
+        }
+        return _load("ingest", port, self.report.loop, **{**defaults, **options})
+
+    def add(self, figure: str, value: float) -> None:
+        """Record this round's value of ``figure`` for this kind."""
+        self.report.add(figure, self.kind.name, value)
+
+
+def _speed(this: Round) -> None:
+    """Pipelined ingest, single-put latency, concurrent connections."""
+    sizes, name, loop = this.report.sizes, this.kind.name, this.report.loop
+    with this.serving() as server:
+        this.say(f"{name}: ingest")
+        result = this.load_points(server.port, points=sizes.ingest_points)
+        this.add("ingest", result["points_per_second"])
+        this.say(f"{name}: latency")
         result = _load(
             "latency",
             server.port,
@@ -316,8 +428,8 @@ def _run_round(kind: ServerKind, heavy: bool, report: Report, say: Callable[[str
             connections=sizes.latency_connections,
             points=sizes.latency_requests,
         )
-        report.add("latency", name, result["median_seconds"] * 1e6)
-        say(f"{name}: concurrent connections")
+        this.add("latency", result["median_seconds"] * 1e6)
+        this.say(f"{name}: concurrent connections")
         result = _load(
             "concurrent",
             server.port,
@@ -325,47 +437,133 @@ def _run_round(kind: ServerKind, heavy: bool, report: Report, say: Callable[[str
             connections=sizes.concurrent_connections,
             points=sizes.concurrent_points,
         )
-        report.add("concurrent_stored", name, result["stored"])
-        report.add("concurrent_refused", name, result["refused"])
-    with _serving(kind, loop) as server:
-        say(f"{name}: memory per point")
+        this.add("concurrent_stored", result["stored"])
+        this.add("concurrent_refused", result["refused"])
+
+
+def _readers(this: Round) -> None:
+    """Memory per point and ``get *``; in heavy rounds the slow readers, with small receive
+    buffers on the same server and with the kernel's default ones on a fresh server."""
+    sizes, name, loop = this.report.sizes, this.kind.name, this.report.loop
+    # The baseline has no flow control: it would encode every reader's whole answer at once
+    # (minutes of work at full size), and the figures would only say so.
+    slow_readers = this.heavy and name != "baseline"
+    with this.serving() as server:
+        this.say(f"{name}: memory per point")
         at_start = server.rss()
-        load_points(port=server.port)
-        report.add("memory_point", name, _growth(at_start, server.rss()) / sizes.memory_points)
-        say(f"{name}: get *")
+        this.load_points(server.port)
+        this.add("memory_point", _growth(at_start, server.rss()) / sizes.memory_points)
+        this.say(f"{name}: get *")
         result = _load(
             "get_all", server.port, loop, points=sizes.memory_points, repeats=sizes.get_repeats
         )
-        report.add("get_all", name, result["seconds"])
-        if heavy and name != "baseline":
-            # The baseline has no flow control: it would encode every reader's whole answer
-            # at once (minutes of work at full size), and the figures would only say so.
-            say(f"{name}: {sizes.slow_readers} slow readers")
-            _slow_readers(server, name, report)
-    if heavy:
-        with _serving(kind, loop) as server:
-            say(f"{name}: memory per key")
-            at_start = server.rss()
-            load_points(port=server.port, points=sizes.key_count, keys=sizes.key_count)
-            report.add("memory_key", name, _growth(at_start, server.rss()) / sizes.key_count)
+        this.add("get_all", result["seconds"])
+        if slow_readers:
+            this.say(f"{name}: {sizes.slow_readers} slow readers, small receive buffers")
+            _slow_readers(server, this, "slow", SMALL_RECEIVE_BUFFER)
+    if slow_readers:
+        # A fresh server, so its RSS growth is not hidden by memory the last one kept.
+        with this.serving() as server:
+            this.say(f"{name}: {sizes.slow_readers} slow readers, default receive buffers")
+            this.load_points(server.port)
+            _slow_readers(server, this, "fair", 0)
 
 
-def _slow_readers(server: Server, name: str, report: Report) -> None:
-    """The slow readers against a loaded server: its RSS growth, another client's times."""
-    sizes = report.sizes
+def _slow_readers(server: Server, this: Round, figure: str, receive_buffer: int) -> None:
+    """The slow readers against a loaded server: its RSS growth, another client's times, as
+    the figures ``<figure>_rss``, ``_p50``, ``_p99``, ``_max`` and ``_stalls``."""
+    sizes = this.report.sizes
     loaded = server.rss()
     result, peak = _load_watching_rss(
         server,
         "slow_readers",
-        report.loop,
+        this.report.loop,
         connections=sizes.slow_readers,
         seconds=sizes.slow_seconds,
         rate=sizes.slow_rate,
+        **{"receive-buffer": receive_buffer},
     )
-    report.add("slow_rss", name, _growth(loaded, peak) / MIB)
-    report.add("slow_p50", name, result["median_seconds"] * 1e3)
-    report.add("slow_p99", name, result["p99_seconds"] * 1e3)
-    report.add("slow_max", name, result["max_seconds"] * 1e3)
+    this.add(f"{figure}_rss", _growth(loaded, peak) / MIB)
+    this.add(f"{figure}_p50", result["median_seconds"] * 1e3)
+    this.add(f"{figure}_p99", result["p99_seconds"] * 1e3)
+    this.add(f"{figure}_max", result["max_seconds"] * 1e3)
+    this.add(f"{figure}_stalls", result["stalls"])
+
+
+def _keys(this: Round) -> None:
+    """Memory per key, in heavy rounds."""
+    if not this.heavy:
+        return
+    sizes = this.report.sizes
+    with this.serving() as server:
+        this.say(f"{this.kind.name}: memory per key")
+        at_start = server.rss()
+        this.load_points(server.port, points=sizes.key_count, keys=sizes.key_count)
+        this.add("memory_key", _growth(at_start, server.rss()) / sizes.key_count)
+
+
+def _footprint(this: Round) -> None:
+    """Server memory per idle connection, with room for them all (and the load's probe); in
+    heavy rounds."""
+    if not this.heavy:
+        return
+    count = this.report.sizes.idle_connections
+    with this.serving("--max-connections", str(count + 1)) as server:
+        this.say(f"{this.kind.name}: {count:,} idle connections")
+        result = _load(
+            "idle",
+            server.port,
+            this.report.loop,
+            connections=count,
+            **{"server-pid": server.process.pid},
+        )
+        this.add("idle_bytes", result["rss_growth"] / count)
+
+
+def _lockout(this: Round) -> None:
+    """One peer holds the server's default connection limit; a newcomer puts. In heavy rounds,
+    not against the baseline, which has no limit."""
+    if not this.heavy or this.kind.name == "baseline":
+        return
+    sizes = this.report.sizes
+    with this.serving("--max-connections", str(sizes.lockout_connections)) as server:
+        this.say(f"{this.kind.name}: {sizes.lockout_connections:,} connections held, a newcomer")
+        result = _load(
+            "lockout",
+            server.port,
+            this.report.loop,
+            connections=sizes.lockout_connections,
+            hold=sizes.lockout_hold,
+            wait=sizes.lockout_wait,
+        )
+        this.add("lockout_answered", result["answered"])
+        this.add("lockout_seconds", result["seconds"])
+
+
+def _path(this: Round) -> None:
+    """The simple path's lines, functions and modules, once per checkout (it is
+    deterministic): as ``simple`` for ours, and as ``before``."""
+    if this.number != 1 or this.kind.name not in ("simple", BEFORE):
+        return
+    this.say(f"{this.kind.name}: the simple path's lines")
+    process = _start("benchmarks.trace_path", ["--json"], this.kind.checkout)
+    output, _ = process.communicate(timeout=120)
+    if process.returncode != 0:
+        raise RuntimeError(f"benchmarks.trace_path failed in {this.kind.checkout}")
+    counts = json.loads(output)
+    for figure in ("lines", "functions", "modules"):
+        this.add(f"path_{figure}", counts[figure])
+
+
+GROUPS: dict[str, Callable[[Round], None]] = {
+    "speed": _speed,
+    "readers": _readers,
+    "keys": _keys,
+    "footprint": _footprint,
+    "lockout": _lockout,
+    "path": _path,
+}
+"""The groups of scenarios, in the order each round runs them; each starts its own servers."""
 
 
 def run(
@@ -374,20 +572,32 @@ def run(
     loop: str = "auto",
     say: Callable[[str], None] = print,
     before: Path | None = None,
+    groups: Sequence[str] = tuple(GROUPS),
+    ours: Path = ROOT,
 ) -> Report:
-    """Run every scenario ``rounds`` times against each server (in turn) and collect figures.
+    """Run the scenarios of ``groups`` ``rounds`` times against each server (in turn) and
+    collect figures.
 
     ``before``: a checkout of an older version of this project, whose server joins as
-    ``before``. The long scenarios run in the first ``sizes.heavy_rounds`` rounds only.
+    ``before``; ``ours``: the checkout whose server is measured as ``fast`` and ``simple``.
+    The long scenarios run in the first ``sizes.heavy_rounds`` rounds only.
     """
-    kinds = server_kinds(before)
+    idle = connections_possible(sizes.idle_connections)  # the servers inherit the raised limit
+    if idle < sizes.idle_connections and "footprint" in groups:
+        say(
+            f"the open-file limit allows {idle:,} idle connections, not "
+            f"{sizes.idle_connections:,}: measuring {idle:,} (raise it with ulimit -n)"
+        )
+    sizes = replace(sizes, idle_connections=idle)
+    kinds = server_kinds(before, ours)
     report = Report(sizes, loop, rounds, tuple(kind.name for kind in kinds))
     for number in range(1, rounds + 1):
         # Rotate who goes first, so no server always meets the machine in the same state.
         shift = (number - 1) % len(kinds)
         for kind in kinds[shift:] + kinds[:shift]:
-            say_round = partial(_prefixed, say, f"round {number}/{rounds}")
-            _run_round(kind, number <= sizes.heavy_rounds, report, say_round)
+            this = Round(kind, number, report, partial(_prefixed, say, f"round {number}/{rounds}"))
+            for group in groups:
+                GROUPS[group](this)
     return report
 
 
@@ -448,16 +658,24 @@ def format_table(report: Report) -> str:
     sizes = report.sizes
     heavy = min(sizes.heavy_rounds, report.rounds)
     lines.append(
-        f"\n{report.rounds} round(s), medians (min-max), servers in turn; memory per key and "
-        f"slow readers in {heavy} of them; event loop: {report.loop}. Ingest "
+        f"\n{report.rounds} round(s), medians (min-max), servers in turn; memory per key, "
+        f"slow readers, idle connections and the held limit in {heavy} of them; "
+        f"event loop: {report.loop}. Ingest "
         f"{sizes.ingest_points:,} points over {sizes.ingest_connections} connections in "
         f"batches of {sizes.batch}; memory per point, get * and slow readers over "
         f"{sizes.memory_points:,} points on {sizes.memory_keys:,} keys; memory per key with "
         f"{sizes.key_count:,} keys of 1 point; latency over {sizes.latency_connections} "
         f"connections; {sizes.concurrent_connections:,} concurrent connections x "
-        f"{sizes.concurrent_points} points; {sizes.slow_readers} slow readers of get * at "
-        f"{sizes.slow_rate:,} bytes/s for {sizes.slow_seconds:g} s while another client puts "
-        "and gets one point in turn (not run against the baseline, which has no flow control)."
+        f"{sizes.concurrent_points} points; {sizes.slow_readers} slow readers send get * at "
+        f"once and read {sizes.slow_rate:,} bytes/s for {sizes.slow_seconds:g} s while another "
+        "client puts and gets one point in turn, all its round trips counted, with the "
+        f"kernel's default receive buffers and with {SMALL_RECEIVE_BUFFER:,} bytes (not run "
+        "against the baseline, which has no flow control); "
+        f"{sizes.idle_connections:,} idle connections; one peer holds "
+        f"{sizes.lockout_connections:,} connections (half idle, half sending half a line) for "
+        f"{sizes.lockout_hold:g} s, then a newcomer puts and waits up to "
+        f"{sizes.lockout_wait:g} s (not against the baseline, which has no limit); the simple "
+        "path traced once per checkout (python -m benchmarks.trace_path --list shows it)."
     )
     return "\n".join(lines)
 
@@ -471,18 +689,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             "the baseline server, each in its own process with the load from another one. "
             "Prints one line per figure and server: the median over the rounds (min-max), "
             "the ratio to the baseline, and whether fast meets the target. Takes 5 to 10 "
-            "minutes on a busy 2-core machine (about 1 with --quick); exits 1 if a target "
+            "minutes on a busy 2-core machine (2 to 3 with --quick); exits 1 if a target "
             "is missed."
         ),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smaller sizes and one round (about a minute)"
+        "--quick", action="store_true", help="smaller sizes and one round (2 to 3 minutes)"
     )
     parser.add_argument(
         "--rounds",
         type=int,
         help=f"rounds to take medians of (default: {DEFAULT_ROUNDS}, or 1 with --quick); "
-        f"memory per key and the slow readers run in the first {FULL.heavy_rounds} only",
+        "memory per key, the slow readers, the idle connections and the held connection "
+        f"limit run in the first {FULL.heavy_rounds} only",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        metavar="GROUP",
+        help=f"run only these groups of scenarios: {', '.join(GROUPS)} (default: all)",
     )
     parser.add_argument(
         "--loop",
@@ -497,11 +723,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also measure the server of another checkout of this project, as 'before' "
         "(e.g. one made with: git worktree add /tmp/old <commit>)",
     )
+    parser.add_argument(
+        "--ours",
+        type=Path,
+        metavar="DIR",
+        default=ROOT,
+        help="measure the server of another checkout as fast and simple (a branch with a "
+        "change), driven by this checkout's benchmark (default: this checkout)",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else DEFAULT_ROUNDS)
     before = None if args.before is None else args.before.resolve()
     say = partial(_progress, time.monotonic())
-    report = run(QUICK if args.quick else FULL, rounds, args.loop, say, before)
+    sizes = QUICK if args.quick else FULL
+    groups = args.only or tuple(GROUPS)
+    report = run(sizes, rounds, args.loop, say, before, groups, args.ours.resolve())
     print(format_table(report))
     return 0 if all(report.met(key) is not False for key in report.samples) else 1
 

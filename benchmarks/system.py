@@ -6,12 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+FD_MARGIN = 64
+"""Descriptors a benchmark process needs besides its connections: the listening socket, the
+event loop's own, pipes, imported files."""
+FD_WANTED = 8192
+"""Open files a server asks for by default: far more than its default connection limit needs."""
 
-def raise_fd_limit(wanted: int = 8192) -> int:
+
+def raise_fd_limit(wanted: int = FD_WANTED) -> int:
     """Raise this process's open-file limit towards ``wanted``; return the limit now in force.
 
     1,000 connections need more than the usual soft limit of 1,024 descriptors on Linux and
     256 on macOS. Windows has no such limit (and no :mod:`resource`), so -1 means "not limited".
+    The soft limit is raised, never lowered; child processes inherit it.
     """
     try:
         import resource
@@ -49,3 +56,10 @@ def rss_bytes(pid: int) -> int | None:
         return int(output.strip()) * 1024
     except (OSError, ValueError, subprocess.CalledProcessError):
         return None
+
+
+def connections_possible(wanted: int) -> int:
+    """How many of ``wanted`` connections one process can hold open: ``wanted`` if the
+    open-file limit can be raised far enough (see :func:`raise_fd_limit`), else fewer."""
+    limit = raise_fd_limit(wanted + FD_MARGIN)
+    return wanted if limit < 0 else max(1, min(wanted, limit - FD_MARGIN))

@@ -27,12 +27,13 @@ from metrics_lab.client import (
     ClientBase,
     Exchange,
     PointToPut,
-    PutBatch,
+    PutManyExchange,
     T,
     get_request,
     progress_bar,
     put_request,
 )
+from metrics_lab.storage import GetResult
 
 __all__ = ["AsyncClient"]
 
@@ -84,9 +85,9 @@ class AsyncClient(ClientBase):
     async def put_many(self, points: Iterable[PointToPut], *, progress: bool = False) -> None:
         """Store a batch of any size, pipelined; see :meth:`metrics_lab.Client.put_many`."""
         with progress_bar(points, progress) as on_answered:
-            await self._run(PutBatch(points, on_answered))
+            await self._run(PutManyExchange(points, on_answered))
 
-    async def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
+    async def get(self, key: str) -> GetResult:
         """Read a key, or ``"*"`` for all; see :meth:`metrics_lab.Client.get`."""
         return await self._run(get_request(key))
 

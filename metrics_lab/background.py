@@ -241,13 +241,18 @@ def serve_in_background(
     which the background server opens now and closes when it stops; it raises
     :class:`~metrics_lab.storage.StoreOpenError` if the file cannot be used. Several may
     run side by side; each stops with ``.stop()`` or at the end of a ``with`` block.
+
+    Unlike :class:`~metrics_lab.server.MetricsServer`, it keeps a request line that was begun
+    open as long as it takes (``line_timeout=None`` unless given): a learner may send half a
+    line in one notebook cell and the rest minutes later.
     """
     if db is not None and store is not None:
         raise ValueError("give serve_in_background a store or a db path, not both")
     owned = open_store(db) if db is not None else None
     try:
         chosen = owned if owned is not None else store
-        server = MetricsServer(host, port, store=chosen, **server_options)
+        options = {"line_timeout": None, **server_options}
+        server = MetricsServer(host, port, store=chosen, **options)
     except BaseException:
         if owned is not None:
             owned.close()

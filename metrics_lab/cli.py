@@ -30,6 +30,7 @@ from metrics_lab.errors import (
     RemoteProtocolError,
 )
 from metrics_lab.server import (
+    DEFAULT_LINE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     LOOP_CHOICES,
     PARSER_CHOICES,
@@ -97,10 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--parser",
-        default="auto",
+        default="fast",
         choices=PARSER_CHOICES,
-        help="simple: line by line, as a learner reads it; fast: blocks of puts at once "
-        "(auto, the default); the answers are the same",
+        help="fast: blocks of puts at once (the default); simple: line by line, as a "
+        "learner reads it; auto: the same as fast; the answers are the same",
     )
     serve.set_defaults(run=_serve)
 
@@ -145,7 +146,16 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
         "--max-connections",
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
-        help="close new connections beyond this many open ones (default: %(default)s)",
+        help="keep at most this many connections open; a newcomer beyond them is served "
+        "and the connection quiet the longest is closed (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--line-timeout",
+        type=float,
+        default=DEFAULT_LINE_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that leaves a request line unfinished for this long; "
+        "0 never (default: %(default)s)",
     )
     serve.add_argument(
         "--idle-timeout",
@@ -176,6 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
         "parser": args.parser,
         "max_connections": args.max_connections,
         "idle_timeout": args.idle_timeout or None,
+        "line_timeout": args.line_timeout or None,
     }
     try:
         run_server(args.host, args.port, store=store, loop=args.loop, **options)

@@ -47,10 +47,11 @@ from metrics_lab.protocol import (
     encode_puts,
     parse_get_answer,
 )
+from metrics_lab.storage import GetResult
 from metrics_lab.wire import WireLog
 
 # ClientError is re-exported: the course imports it from the client module.
-__all__ = ["Client", "ClientBase", "ClientError", "Exchange", "PointToPut", "PutBatch"]
+__all__ = ["Client", "ClientBase", "ClientError", "Exchange", "PointToPut", "PutManyExchange"]
 
 T = TypeVar("T")
 
@@ -64,10 +65,11 @@ PUT_WINDOW = 2 * PUT_SLICE
 """The most puts ``put_many`` leaves unanswered at any moment.
 
 Why this bounds both sides: the server stops reading a connection only while more than its
-output buffer's high-water mark (64 KiB for asyncio) of answers waits to be sent; 8192
-answers of ``ok\\n\\n`` are 32 KiB. So the server always takes a whole slice while the client
-is in ``sendall``, and then the client reads answers before it writes again: no size of batch
-can make the two wait for each other, and neither buffers more than a window.
+output buffer's high-water mark (1 MiB, ``metrics_lab.server.WRITE_BUFFER_HIGH``) of
+answers waits to be sent; 8192 answers of ``ok\\n\\n`` are 32 KiB. So the server always
+takes a whole slice while the client is in ``sendall``, and then the client reads answers
+before it writes again: no size of batch can make the two wait for each other, and neither
+buffers more than a window.
 """
 
 PointToPut = tuple[str, float, int | None]
@@ -195,12 +197,12 @@ def put_request(key: str, value: float, timestamp: int | None) -> SingleRequest[
     return SingleRequest(encode_put(key, value, now), check_put_answer)
 
 
-def get_request(key: str) -> SingleRequest[dict[str, list[tuple[int, float]]]]:
+def get_request(key: str) -> SingleRequest[GetResult]:
     """One get of ``key`` (``"*"``: every key). Checked at once."""
     return SingleRequest(encode_get(key), partial(parse_get_answer, request=f"get {key}"))
 
 
-class PutBatch(Exchange[None]):
+class PutManyExchange(Exchange[None]):
     """Many puts, pipelined through a window: slices of ``slice_size`` go out while at most
     ``window`` puts are unanswered, so a batch of any size streams in bounded memory.
 
@@ -503,9 +505,9 @@ class Client(ClientBase):
         ``progress=True`` shows a tqdm bar (in a notebook, a widget); it needs ``tqdm``.
         """
         with progress_bar(points, progress) as on_answered:
-            self._run(PutBatch(points, on_answered))
+            self._run(PutManyExchange(points, on_answered))
 
-    def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
+    def get(self, key: str) -> GetResult:
         """Return ``{key: [(timestamp, value), ...]}`` for ``key``, or every key for ``"*"``.
 
         Each list is sorted by timestamp; a key with no points gives ``{}``.

@@ -6,10 +6,18 @@ This module only moves bytes between sockets and sessions::
     socket --data_received--> session.receive_data(data)
     socket <----write-------- session.data_to_send()
 
-and does what needs a clock or a socket: it stops reading from a peer that does not read its
-answers (flow control), answers at most :data:`~metrics_lab.session.ANSWER_BATCH` bytes of
-one connection per turn of the loop before it lets the others run, wakes a session when the
-store it waits for is done, and enforces the limits (``max_connections``, ``idle_timeout``).
+and does what needs a clock or a socket:
+
+- flow control (:class:`_FlowControl`): stop reading from a peer that does not read its
+  answers, or whose requests the session holds back;
+- fair turns (:class:`_Pump`): a big answer is written a piece at a time, taking turns with
+  the other big answers, and the loop goes back to its sockets every
+  :data:`TURN_BUDGET` seconds, so a small request is answered promptly whatever the heavy
+  readers do;
+- waking a session when the store it waits for is done;
+- the limits (:class:`_ServerState`): ``max_connections``, where a newcomer at the limit
+  closes the connection that has gone longest without a sign of life; ``line_timeout`` for
+  a request line begun and never finished; the optional ``idle_timeout``.
 
 >>> import asyncio
 >>> async def main():
@@ -23,8 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from types import TracebackType
@@ -32,10 +43,11 @@ from typing import Any, Final, Self, cast
 
 from metrics_lab.fastpath import FastParser
 from metrics_lab.protocol import DEFAULT_MAX_LINE
-from metrics_lab.session import ANSWER_BATCH, ServerSession, SimpleParser
+from metrics_lab.session import ANSWER_BATCH, ANSWER_PIECE, ServerSession, SimpleParser
 from metrics_lab.storage import MemoryStore, Storage
 
 __all__ = [
+    "DEFAULT_LINE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "LOOP_CHOICES",
     "PARSER_CHOICES",
@@ -49,74 +61,325 @@ __all__ = [
 logger = logging.getLogger("metrics_lab.server")
 
 DEFAULT_MAX_CONNECTIONS = 1000
-"""Open connections a server accepts at once; more are closed as soon as they arrive."""
+"""Open connections a server keeps at once. A newcomer beyond them is served, and the
+connection that has gone longest without a sign of life is closed to make room."""
+
+DEFAULT_LINE_TIMEOUT = 30.0
+"""Seconds a connection may hold an unfinished request line without completing any line;
+then it is closed (a peer trickling bytes that never end a line cannot hold a slot)."""
 
 WRITE_BUFFER_HIGH: Final = 4 * ANSWER_BATCH
 """Bytes of answers a connection buffers before it waits for the peer to read (flow control)."""
 
-REFUSAL_LOG_INTERVAL = 10.0
-"""Seconds between two warnings about connections refused over the limit."""
+PUMP_PIECE: Final = 2 * ANSWER_PIECE
+"""Bytes of a big answer written in one of its turns (few system calls, under a millisecond)."""
 
-PARSER_CHOICES: Final = ("auto", "simple", "fast")
-"""How a server parses requests: ``simple`` line by line, ``fast`` blocks of puts at once
-(:mod:`metrics_lab.fastpath`); ``auto`` is ``fast``. The answers are the same."""
+TURN_BUDGET: Final = 0.002
+"""Seconds of answer encoding per turn of the event loop, shared by all big answers, before
+the loop looks at its sockets again: a small request waits for at most about this long."""
+
+EVICTION_LOG_INTERVAL = 10.0
+"""Seconds between two warnings about connections closed to make room at the limit."""
+
+_SIGNS_OF_LIFE: Final = itertools.count(1)
+"""Numbers the signs of life of every connection, in the order they happen: which connection
+was quiet the longest is a comparison, and taking a number is cheaper than reading a clock."""
+
+PARSER_CHOICES: Final = ("fast", "simple", "auto")
+"""How a server parses requests: ``fast`` takes blocks of puts at once
+(:mod:`metrics_lab.fastpath`), ``simple`` reads line by line, as a learner does; ``auto``,
+kept for old command lines, is ``fast``. The answers are the same."""
 
 
-def make_parser(parser: str = "auto") -> SimpleParser:
+def make_parser(parser: str = "fast") -> SimpleParser:
     """The parser that ``parser`` (one of :data:`PARSER_CHOICES`) names, for one server."""
     if parser not in PARSER_CHOICES:
         raise ValueError(f"parser must be one of {PARSER_CHOICES}, not {parser!r}")
     return SimpleParser() if parser == "simple" else FastParser()
 
 
-class _Connection(asyncio.Protocol):
-    """Moves bytes between one socket and its session, and applies flow control."""
+class _ServerState:
+    """What a server's connections share: the store, the parser, the limits, each other.
 
-    def __init__(self, server: MetricsServer) -> None:
-        self._server = server
-        self._session = ServerSession(server.store, parser=server.parser, max_line=server.max_line)
+    Handed to every :class:`_Connection`, which calls only its public methods.
+    """
+
+    def __init__(
+        self,
+        store: Storage,
+        parser: SimpleParser,
+        max_line: int,
+        max_connections: int,
+        idle_timeout: float | None,
+        line_timeout: float | None,
+    ) -> None:
+        self.store = store
+        self.parser = parser
+        self.max_line = max_line
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.line_timeout = line_timeout
+        self.accepting = False
+        self.connections: set[_Connection] = set()
+        self.all_closed = asyncio.Event()  # set while no connection is open
+        self.all_closed.set()
+        self._evicted = 0  # connections closed to make room since the last warning about it
+        self._eviction_logged_at: float | None = None
+
+    def admit(self, connection: _Connection, now: float) -> bool:
+        """Count a new connection in, unless the server is stopping.
+
+        At ``max_connections``, the connection that has gone longest without a sign of life
+        (see :attr:`_Connection.last_sign_of_life`) is closed to make room, and a warning
+        says so (at most every :data:`EVICTION_LOG_INTERVAL` seconds, so a flood cannot
+        flood the log).
+        """
+        if not self.accepting:
+            return False
+        if len(self.connections) >= self.max_connections:
+            quietest = min(self.connections, key=_last_sign_of_life)
+            self.forget(quietest)
+            quietest.abort()
+            self._evicted += 1
+            if self._eviction_logged_at is None or (
+                now - self._eviction_logged_at >= EVICTION_LOG_INTERVAL
+            ):
+                logger.warning(
+                    "connection limit (%d) reached: closed %d quiet connection(s) to make "
+                    "room, the last from %s",
+                    self.max_connections,
+                    self._evicted,
+                    quietest.peer,
+                )
+                self._evicted = 0
+                self._eviction_logged_at = now
+        self.connections.add(connection)
+        self.all_closed.clear()
+        return True
+
+    def forget(self, connection: _Connection) -> None:
+        """Count a closed connection out."""
+        self.connections.discard(connection)
+        if not self.connections:
+            self.all_closed.set()
+
+
+def _last_sign_of_life(connection: _Connection) -> int:
+    return connection.last_sign_of_life
+
+
+class _Pump:
+    """Fair turns for big answers: one piece of each in turn, then back to the sockets.
+
+    A connection whose answers do not fit in one piece joins the pump. Each run hands one
+    piece (about :data:`PUMP_PIECE` bytes) to each waiting connection
+    in turn until :data:`TURN_BUDGET` is spent, then lets the event loop look at its
+    sockets, so a small request waits for one budget at most, however many big readers
+    there are, and a lone big answer still goes out at full speed.
+    """
+
+    __slots__ = ("_loop", "_queue", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: deque[_Connection] = deque()
+        self._scheduled = False
+
+    def add(self, connection: _Connection) -> None:
+        """Give ``connection`` turns until its session has no more bytes ready."""
+        if connection.pumped:
+            return
+        connection.pumped = True
+        self._queue.append(connection)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        queue = self._queue
+        deadline = time.perf_counter() + TURN_BUDGET
+        while queue:
+            connection = queue.popleft()
+            if connection.take_turn():
+                queue.append(connection)
+            else:
+                connection.pumped = False
+            if time.perf_counter() >= deadline:
+                break
+        if queue:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+
+class _FlowControl:
+    """Whether we read from the peer and may write to it (as uvicorn's ``FlowControl``).
+
+    asyncio pauses our writing when the transport's buffer passes its high-water mark, that
+    is when the peer does not read its answers; we then stop reading its requests too, so a
+    peer that sends without reading holds only its own socket's buffers, not ours.
+    """
+
+    __slots__ = ("_transport", "reading", "writing")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.reading = True
+        self.writing = True
+
+    def read(self, wanted: bool) -> None:
+        """Read from the peer if ``wanted`` and its answers are being taken; else pause."""
+        reading = wanted and self.writing
+        if reading == self.reading or self._transport.is_closing():
+            return
+        self.reading = reading
+        if reading:
+            self._transport.resume_reading()
+        else:
+            self._transport.pause_reading()
+
+
+class _Watchdog:
+    """One connection's deadlines, made only once one is watched (idle connections without
+    deadlines do not pay for it).
+
+    With ``idle_timeout`` set, a connection with no sign of life for that long is closed; a
+    connection that holds an unfinished request line (bytes that never end a line do not
+    count as life) is closed after ``line_timeout``. A sign of life is a complete request
+    line, or answer bytes taken: the system takes bytes from our write buffer only as the
+    peer reads. One timer, re-armed for the time left.
+    """
+
+    __slots__ = (
+        "_active_at",
+        "_connection",
+        "_handed_over",
+        "_seen",
+        "_session",
+        "_state",
+        "_timer",
+        "_transport",
+        "written",
+    )
+
+    def __init__(
+        self,
+        connection: _Connection,
+        transport: asyncio.Transport,
+        session: ServerSession,
+        state: _ServerState,
+    ) -> None:
+        self._connection = connection
+        self._transport = transport
+        self._session = session
+        self._state = state
+        self._timer: asyncio.TimerHandle | None = None
+        self.written = 0
+        """Bytes of answers handed to the transport, in all."""
+        self._handed_over = 0  # of those, how many had left its buffer at the last look
+        self._seen = connection.last_sign_of_life  # its last sign of life at the last look
+        self._active_at = asyncio.get_running_loop().time()  # when that look was
+
+    def look_in(self, delay: float) -> None:
+        """Look at the deadlines in ``delay`` seconds, unless a look is already due."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._look)
+
+    def cancel(self) -> None:
+        """Look no more: the connection is closed."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _look(self) -> None:
+        self._timer = None
+        transport, state = self._transport, self._state
+        now = asyncio.get_running_loop().time()
+        handed_over = self.written - transport.get_write_buffer_size()
+        if handed_over > self._handed_over:
+            self._handed_over = handed_over
+            self._connection.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        if self._connection.last_sign_of_life != self._seen:
+            self._seen = self._connection.last_sign_of_life
+            self._active_at = now
+        quiet = now - self._active_at
+        deadlines = {"showed no sign of life": state.idle_timeout}
+        if self._session.partial_line:
+            deadlines["left a request line unfinished"] = state.line_timeout
+        missed = [name for name, limit in deadlines.items() if limit is not None and quiet >= limit]
+        if not missed:
+            limits = [limit for limit in deadlines.values() if limit is not None]
+            if limits:  # else nothing to watch any more: the line was finished
+                # Signs of life are seen only when we look: look often enough to be fair.
+                self.look_in(min(min(limits) - quiet, min(limits) / 4))
+            return
+        logger.info("%s %s for %.0f s; closing", self._connection.peer, missed[0], quiet)
+        if transport.get_write_buffer_size():
+            transport.abort()  # it does not read: do not wait for its buffer to drain
+        else:
+            transport.close()  # what the system already holds still reaches the peer
+
+
+class _Connection(asyncio.Protocol):
+    """Moves bytes between one socket and its session; watches its deadlines."""
+
+    __slots__ = (
+        "_flow",
+        "_pump",
+        "_session",
+        "_state",
+        "_transport",
+        "_waited",
+        "_watchdog",
+        "last_sign_of_life",
+        "pumped",
+    )
+
+    def __init__(self, state: _ServerState, pump: _Pump) -> None:
+        self._state = state
+        self._pump = pump
         self._transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
-        self._peer = "?"
-        self._writing_paused = False  # the peer does not read: the transport's buffer is full
-        self._reading = True
-        self._send_scheduled = False
+        self.pumped = False  # the pump gives it turns: its answers do not fit in one piece
         self._waited: Future[None] | None = None  # the store future we asked to be woken by
-        self._last_active = 0.0  # loop time of the last sign of life (a line, or a drained buffer)
-        self._bytes_written = 0  # answers handed to the transport, in all
-        self._handed_over_at_check = 0  # of those, how many had left its buffer at the last check
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        """The number of its last sign of life: a complete request line, or the peer taking
+        a long answer. The connection with the lowest has been quiet the longest."""
+        self._watchdog: _Watchdog | None = None  # made when a deadline is first watched
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports implement the interface without
         # inheriting from asyncio.Transport.
         tcp = cast(asyncio.Transport, transport)
-        self._peer = _format_peer(tcp.get_extra_info("peername"))
-        if self._server.stopping or not self._server._admit(self._peer):
-            tcp.abort()  # over the limit or stopping: no answer, no buffers, gone at once
+        state = self._state
+        if not state.admit(self, asyncio.get_running_loop().time()):
+            tcp.abort()  # stopping: no answer, no buffers, gone at once
             return
         self._transport = tcp
+        self._session = ServerSession(state.store, parser=state.parser, max_line=state.max_line)
+        self._flow = _FlowControl(tcp)
         # Room for a few pieces of a big answer, so we encode the next while the system
         # sends the last; a peer that does not read still holds at most this much of ours.
         tcp.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        self._server._connection_opened(self)
-        logger.debug("connection from %s opened", self._peer)
-        if self._server.idle_timeout is not None:
-            self._last_active = self._loop.time()
-            self._idle_timer = self._loop.call_later(self._server.idle_timeout, self._check_idle)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("connection from %s opened", self.peer)
+        if state.idle_timeout is not None:
+            self._watch(state.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is None:
             return  # refused in connection_made: never counted, nothing to undo
-        self._server._connection_closed(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        logger.debug("connection from %s closed%s", self._peer, f": {exc}" if exc else "")
+        self._state.forget(self)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("connection from %s closed%s", self.peer, f": {exc}" if exc else "")
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_timer is not None and b"\n" in data:  # a line is complete: a sign of life
-            self._last_active = self._loop.time()
+        if data[-1:] == b"\n":  # whole lines: a sign of life
+            self.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        else:
+            self._line_begun(data)
         self._session.receive_data(data)
         self._send()
 
@@ -126,51 +389,71 @@ class _Connection(asyncio.Protocol):
         self._send()
         return True
 
-    def _send(self) -> None:
-        """Write what the session has ready, as far as the peer reads it; then decide whether
-        to read more, to wait for the store, or to close."""
-        self._send_scheduled = False
+    def take_turn(self) -> bool:
+        """The pump's turn: write a piece of a big answer; say whether more is ready."""
+        return self._send(turn=True)
+
+    def _send(self, turn: bool = False) -> bool:
+        """Write the answers ready now, a piece of them, and run the requests that unblocked;
+        then decide whether to read more, to wait for the store, or to close.
+
+        More than a piece ready: outside the pump's turns, the pump takes it from here.
+        Says whether more is ready.
+        """
         transport = self._transport
-        if transport is None:
-            return
+        if transport is None or not self._flow.writing:
+            return False
         session = self._session
-        written = 0
+        if self.pumped and not turn:  # the pump writes; we only read or not
+            self._flow.read(session.wants_data)
+            return False
+        if turn and transport.is_closing():
+            return False  # closed to make room: the pump must not write to it
+        limit = PUMP_PIECE if turn else ANSWER_PIECE
+        more = False
+        sent = 0
         try:
-            while not self._writing_paused:
-                data = session.data_to_send()
+            while True:
+                data = session.data_to_send(limit - sent)
+                if self.pumped and not transport.get_write_buffer_size():
+                    # A long answer, and the peer took all we wrote so far: it is alive.
+                    self.last_sign_of_life = next(_SIGNS_OF_LIFE)
                 if data:
                     transport.write(data)
-                    written += len(data)
-                if len(data) < ANSWER_BATCH:
-                    break  # that was all the session had ready
-                if written >= ANSWER_BATCH:
-                    # Fair to the other connections: go on in the next turn of the loop.
-                    self._bytes_written += written
-                    self._send_scheduled = True
-                    self._loop.call_soon(self._send)
-                    return
+                    sent += len(data)
+                    if self._watchdog is not None:
+                        self._watchdog.written += len(data)
+                if sent >= limit:  # a piece's worth, of one answer or of several
+                    more = self._flow.writing
+                    break
+                # Answers that the peer does not take stop us, however small each is.
+                if not self._flow.writing or not session.run_held_requests():
+                    break
         except Exception:
-            logger.warning("%s: the store failed mid-answer; closing", self._peer, exc_info=True)
+            logger.warning("%s: the store failed mid-answer; closing", self.peer, exc_info=True)
             transport.abort()
-            return
-        self._bytes_written += written
+            return False
         waiting_for = session.waiting_for
         if waiting_for is not None:
             self._wait_for(waiting_for)
+        flow = self._flow
         if session.wants_data:
-            if not self._reading and not self._writing_paused:
-                self._set_reading(True)
+            if not flow.reading:
+                flow.read(True)
         else:
-            self._set_reading(False)
-            if session.finished and not self._writing_paused:
+            flow.read(False)
+            if session.finished and not more and flow.writing:
                 transport.close()
+        if more and not turn:
+            self._pump.add(self)
+        return more
 
     def _wait_for(self, future: Future[None]) -> None:
         """Have :meth:`_send` run again once ``future`` (done in a store's thread) is done."""
         if future is self._waited:
             return
         self._waited = future
-        loop = self._loop
+        loop = asyncio.get_running_loop()
 
         def wake(_: Future[None]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to answer
@@ -180,60 +463,40 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         self._waited = None
-        if not self._send_scheduled:
-            self._send()
-
-    def _set_reading(self, reading: bool) -> None:
-        transport = self._transport
-        if transport is None or reading == self._reading or transport.is_closing():
-            return
-        self._reading = reading
-        if reading:
-            transport.resume_reading()
-        else:
-            transport.pause_reading()
+        self._send()
 
     # Flow control: asyncio calls these when the transport's write buffer passes its high
     # and low water marks, that is when the peer stops and starts reading its answers.
     def pause_writing(self) -> None:
-        self._writing_paused = True
-        self._set_reading(False)
+        self._flow.writing = False
+        self._flow.read(False)
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._last_active = self._loop.time()  # the peer read: it is alive
-        if not self._send_scheduled:
-            self._send()
+        self._flow.writing = True
+        self.last_sign_of_life = next(_SIGNS_OF_LIFE)  # the peer read: it is alive
+        self._pump.add(self)  # the rest of the answer takes its turns with the others
 
-    def _check_idle(self) -> None:
-        """Timer: close the connection if it showed no sign of life for ``idle_timeout``.
+    # Deadlines: a sign of life is a complete request line, or a peer taking answers.
+    def _line_begun(self, data: bytes) -> None:
+        """A chunk that ends inside a line: note the lines it ends; watch the one it begins."""
+        if b"\n" in data:
+            self.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        if self._state.line_timeout is not None:
+            self._watch(self._state.line_timeout)
 
-        A sign of life is a complete request line, or a peer taking answers off a full
-        buffer. Bytes that never finish a line do not count, so a peer that trickles one
-        byte a minute is closed too. One timer per connection, re-armed for the time left.
-        """
-        timeout = self._server.idle_timeout
+    def _watch(self, delay: float) -> None:
+        """Have the watchdog look at the deadlines in ``delay`` seconds, if it is not due to."""
         transport = self._transport
-        if timeout is None or transport is None:
-            return
-        buffered = transport.get_write_buffer_size()
-        # Bytes the system took from our buffer: it takes more only as the peer reads.
-        handed_over = self._bytes_written - buffered
-        if handed_over > self._handed_over_at_check:
-            self._last_active = self._loop.time()
-        self._handed_over_at_check = handed_over
-        idle = self._loop.time() - self._last_active
-        if idle < timeout:
-            self._idle_timer = self._loop.call_later(
-                min(timeout - idle, timeout / 4), self._check_idle
-            )
-            return
-        logger.info("%s showed no sign of life for %.0f s; closing", self._peer, idle)
-        self._idle_timer = None
-        if buffered:
-            transport.abort()  # it does not read: do not wait for its buffer to drain
-        else:
-            transport.close()  # what the system already holds still reaches the peer
+        if self._watchdog is None and transport is not None:
+            self._watchdog = _Watchdog(self, transport, self._session, self._state)
+        if self._watchdog is not None:
+            self._watchdog.look_in(delay)
+
+    @property
+    def peer(self) -> str:
+        """The peer's address, for the log."""
+        transport = self._transport
+        return "?" if transport is None else _format_peer(transport.get_extra_info("peername"))
 
     @property
     def write_buffer_size(self) -> int:
@@ -245,7 +508,7 @@ class _Connection(asyncio.Protocol):
         """Stop taking requests: answer those already received, then close."""
         if self._transport is not None:
             self._session.receive_data(b"")
-            self._set_reading(False)
+            self._flow.read(False)
             self._send()
 
     def abort(self) -> None:
@@ -269,12 +532,20 @@ class MetricsServer:
     the server never closes the store it was given. ``parser`` is one of
     :data:`PARSER_CHOICES`: the answers are the same, the speed is not.
 
-    Limits, so that no peer can exhaust the server: a request line over ``max_line`` bytes is
-    answered with the error answer and its connection closed; beyond ``max_connections`` open
-    connections a new one is closed at once (logged as a warning); with ``idle_timeout`` set,
-    a connection that shows no sign of life for that many seconds (no request line completed,
-    no answer taken) is closed (``None``, the default, keeps quiet connections open, as
-    notebooks want).
+    Limits, so that no peer can exhaust the server or lock others out:
+
+    - a request line over ``max_line`` bytes is answered with the error answer and its
+      connection closed;
+    - at ``max_connections`` open connections (default :data:`DEFAULT_MAX_CONNECTIONS`), a
+      newcomer is still served: the connection that has gone longest without a sign of life
+      (a complete request line, or answer bytes taken) is closed to make room, with a warning
+      in the log. Raise it for more concurrent clients;
+    - a connection that holds an unfinished request line and completes no line for
+      ``line_timeout`` seconds (default :data:`DEFAULT_LINE_TIMEOUT`; ``None`` never) is
+      closed;
+    - with ``idle_timeout`` set, a connection that shows no sign of life for that many
+      seconds is closed (``None``, the default, keeps quiet connections open, as notebooks
+      want).
 
     Use it as an async context manager::
 
@@ -290,15 +561,17 @@ class MetricsServer:
         port: int = 0,
         *,
         store: Storage | None = None,
-        parser: str = "auto",
+        parser: str = "fast",
         max_line: int = DEFAULT_MAX_LINE,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float | None = None,
+        line_timeout: float | None = DEFAULT_LINE_TIMEOUT,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout}")
+        for name, timeout in (("idle_timeout", idle_timeout), ("line_timeout", line_timeout)):
+            if timeout is not None and timeout <= 0:
+                raise ValueError(f"{name} must be positive or None, not {timeout}")
         self.requested_host = host
         self.requested_port = port
         self.store: Storage = MemoryStore() if store is None else store
@@ -306,13 +579,12 @@ class MetricsServer:
         self.max_line = max_line
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
-        self._refused = 0  # connections refused since the last warning about it
-        self._refusal_logged_at: float | None = None
+        self.line_timeout = line_timeout
+        self._state = _ServerState(
+            self.store, self.parser, max_line, max_connections, idle_timeout, line_timeout
+        )
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
-        self._connections: set[_Connection] = set()
-        self._all_closed = asyncio.Event()  # set while no connection is open
-        self._all_closed.set()
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -321,8 +593,10 @@ class MetricsServer:
             raise RuntimeError("the server is already started")
         self._stopped.clear()
         loop = asyncio.get_running_loop()
+        state, pump = self._state, _Pump(loop)
+        state.accepting = True
         self._server = await loop.create_server(
-            lambda: _Connection(self), self.requested_host, self.requested_port
+            lambda: _Connection(state, pump), self.requested_host, self.requested_port
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         self._address = (str(host), int(port))
@@ -348,25 +622,7 @@ class MetricsServer:
     @property
     def connection_count(self) -> int:
         """How many clients are connected now."""
-        return len(self._connections)
-
-    def _admit(self, peer: str) -> bool:
-        """Whether a new connection fits under ``max_connections``; warn (at most every
-        :data:`REFUSAL_LOG_INTERVAL` seconds, so a flood cannot flood the log) when not."""
-        if len(self._connections) < self.max_connections:
-            return True
-        self._refused += 1
-        now = asyncio.get_running_loop().time()
-        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
-            logger.warning(
-                "connection limit (%d) reached: closed %d new connection(s), the last from %s",
-                self.max_connections,
-                self._refused,
-                peer,
-            )
-            self._refused = 0
-            self._refusal_logged_at = now
-        return False
+        return len(self._state.connections)
 
     @property
     def stopping(self) -> bool:
@@ -379,16 +635,7 @@ class MetricsServer:
 
         Read it from the server's own thread (or while no client is active).
         """
-        return sum(connection.write_buffer_size for connection in self._connections)
-
-    def _connection_opened(self, connection: _Connection) -> None:
-        self._connections.add(connection)
-        self._all_closed.clear()
-
-    def _connection_closed(self, connection: _Connection) -> None:
-        self._connections.discard(connection)
-        if not self._connections:
-            self._all_closed.set()
+        return sum(connection.write_buffer_size for connection in self._state.connections)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop gracefully: refuse new connections, send every answer already due, close.
@@ -400,18 +647,20 @@ class MetricsServer:
         server, self._server = self._server, None
         if server is None:
             return
+        state = self._state
         # A connection accepted just now is set up by a task of the loop. On CPython 3.11 a
         # transport made after server.close() fails and leaks its socket, so let those tasks
         # run first, and after the close let their connection_made see that we are stopping.
         await asyncio.sleep(0)
         server.close()
+        state.accepting = False
         await asyncio.sleep(0)
-        for connection in list(self._connections):
+        for connection in list(state.connections):
             connection.shut_down()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
-                await self._all_closed.wait()
-        for connection in list(self._connections):
+                await state.all_closed.wait()
+        for connection in list(state.connections):
             connection.abort()
         await server.wait_closed()
         self._stopped.set()
@@ -484,7 +733,8 @@ def run_server(
     This is the course's entry point: ``run_server("127.0.0.1", 8888)`` blocks and serves.
     On the signal it stops accepting, flushes the answers to every request already read,
     closes the connections and returns (the caller then closes ``store`` if it made it).
-    ``server_options`` (``parser``, ``max_line``, ``max_connections``, ``idle_timeout``) go to
+    ``server_options`` (``parser``, ``max_line``, ``max_connections``, ``idle_timeout``,
+    ``line_timeout``) go to
     :class:`MetricsServer`. ``loop`` picks the event loop (see :func:`event_loop_factory`).
     """
     server = MetricsServer(host, port, store=store, **server_options)

@@ -11,22 +11,27 @@ it can be read, and tested, on its own:
 >>> session.data_to_send()
 b'ok\\n\\nok\\na 1.0 2\\n\\n'
 
-The rules it keeps:
+Three calls, each doing one thing:
+
+- :meth:`~ServerSession.receive_data` takes bytes and runs the requests they complete, as
+  far as the waiting rules let them run now; the others are held back, in order.
+- :meth:`~ServerSession.data_to_send` only hands out the answers' bytes, in order.
+- :meth:`~ServerSession.run_held_requests` runs the held-back requests that may run now:
+  call it after :meth:`~ServerSession.data_to_send`, or once the store future named by
+  :attr:`~ServerSession.waiting_for` is done.
+
+The waiting rules are all in :meth:`ServerSession.why_wait`. Besides them:
 
 - Answers go out in the order the requests came, one per request; a blank line gets none.
 - A put is answered ``ok`` only once the store says its point is stored. A durable store
   says so later, from a thread of its own: until then :attr:`ServerSession.waiting_for` is
   the store's future, and the answers behind it wait.
-- A get runs only after every earlier put of the connection is stored, so it sees them,
-  and it reads a snapshot: its answer is the store as of the request, however slowly the
-  peer takes it. (A store that reads in a thread of its own fixes the snapshot as its first
-  piece comes: the requests after the get wait for that, so the get cannot see them.) The
-  answer is encoded a piece at a time, as :meth:`~ServerSession.data_to_send` is called, so
-  a ``get *`` of a million points never sits in memory whole.
+- A get reads a snapshot: its answer is the store as of the request, however slowly the peer
+  takes it, encoded a piece at a time as :meth:`~ServerSession.data_to_send` is called, so a
+  ``get *`` of a million points never sits in memory whole.
 - A request line longer than ``max_line`` is answered ``error`` and ends the session.
-- Requests wait, unrun, while :data:`MAX_QUEUED_ANSWERS` answers are queued or
-  :data:`MAX_UNSTORED_POINTS` points wait for the store; meanwhile :attr:`~ServerSession.wants_data`
-  is false, and the server stops reading from the peer.
+- While requests are held back, :attr:`~ServerSession.wants_data` is false and the server
+  stops reading from the peer.
 
 The asyncio server (:mod:`metrics_lab.server`) only moves bytes between a socket and a session.
 How a block of received lines becomes requests is one replaceable step, a parser: the
@@ -39,7 +44,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
+from itertools import chain
 from typing import Final
 
 from metrics_lab.protocol import (
@@ -51,12 +58,11 @@ from metrics_lab.protocol import (
     Item,
     LineReader,
     PointBatch,
-    PutRequest,
     SimpleParser,
     WrongCommandError,
     encode_series_lines,
 )
-from metrics_lab.storage import STORED, Series, Snapshot, Storage
+from metrics_lab.storage import STORED, Series, Storage
 
 __all__ = [
     "ANSWER_BATCH",
@@ -70,19 +76,24 @@ __all__ = [
 logger = logging.getLogger("metrics_lab.session")
 
 ANSWER_BATCH: Final = 256 * 1024
-"""About how many bytes :meth:`ServerSession.data_to_send` returns at most in one call."""
+"""About how many bytes :meth:`ServerSession.data_to_send` returns at most in one call,
+unless told otherwise."""
+
+ANSWER_PIECE: Final = 16 * 1024
+"""About how many bytes of a get's answer are encoded at a time (a few hundred points,
+well under a millisecond of work)."""
+
+ENCODE_POINTS: Final = 1024
+"""At most this many points are encoded in one go, however long the store's pieces are."""
 
 MAX_QUEUED_ANSWERS: Final = 1024
-"""How many answers a session keeps queued before it stops running requests (and its server
+"""How many answers a session keeps queued before it holds back requests (and its server
 stops reading from the peer) until the peer takes some."""
 
 MAX_UNSTORED_POINTS: Final = 65_536
-"""How many of its points a session lets wait for the store before it stops running requests
+"""How many of its points a session lets wait for the store before it holds back requests
 (and its server stops reading from the peer) until the store catches up: a store slower than
 its clients holds a bounded number of their points, not whatever they manage to send."""
-
-ANSWER_PIECE: Final = 64 * 1024
-"""About how many bytes of a get's answer are encoded at a time."""
 
 STORE_ERROR_ANSWER: Final = b"error\nstore unavailable\n\n"
 """The answer to a request that the store could not serve (PROTOCOL.md, "When the store fails")."""
@@ -93,7 +104,24 @@ class ServerSession:
 
     ``store`` is shared with the other sessions of the server; ``parser`` turns lines into
     requests (a :class:`SimpleParser` unless given); ``max_line`` bounds a request line.
+    A session holds little until it is used: the queues that only a held-back request or a
+    durable store needs are made when first needed, so that ten thousand idle connections
+    cost little memory.
     """
+
+    __slots__ = (
+        "_answering_get",
+        "_answers",
+        "_ended",
+        "_held",
+        "_lines",
+        "_ready",
+        "_unfixed_snapshot",
+        "_unstored",
+        "_unstored_points",
+        "parser",
+        "store",
+    )
 
     def __init__(
         self,
@@ -105,34 +133,49 @@ class ServerSession:
         self.store = store
         self.parser = SimpleParser() if parser is None else parser
         self._lines = LineReader(max_line)
-        self._requests: deque[Item] = deque()  # received, not yet run
-        self._answers: deque[_Answer] = deque()  # run, not yet sent whole
-        self._unstored: deque[tuple[Future[None], int]] = deque()  # pending writes, points
+        self._held: deque[Item] | None = None  # received, not yet run
+        # Run, not yet sent whole: a list, not a deque (56 bytes empty, not 600; at most
+        # MAX_QUEUED_ANSWERS long, so taking its head is cheap enough).
+        self._answers: list[_Answer] = []
+        self._ready: list[bytes] = []  # finished answers, before any in _answers
+        self._unstored: deque[tuple[Future[None], int]] | None = None  # writes, their points
         self._unstored_points = 0  # how many points those writes hold
-        self._ready: list[bytes] = []  # finished answers before any in _answers
+        self._answering_get = False  # a get's answer is queued: the next get waits for it
+        self._unfixed_snapshot: Future[None] | None = None  # done once a get's view is fixed
         self._ended = False  # no request will come any more
-        self._reading = False  # a get's answer is queued: the next get waits for it
-        self._taking: Future[None] | None = None  # a get's snapshot not fixed yet: all wait
 
     def receive_data(self, data: bytes) -> None:
-        """Take bytes from the peer, cut anywhere; ``b""`` means the peer sends no more."""
+        """Take bytes from the peer, cut anywhere; ``b""`` means the peer sends no more.
+
+        Runs the requests they complete, as far as they may run now (see :meth:`why_wait`).
+        """
         if not data:
             self._ended = True
             return
         block = self._lines.receive_block(data)
-        if block:
-            self._requests.extend(self.parser.parse(block))
+        items = self.parser.parse(block) if block else []
         if self._lines.too_long and not self._ended:
             logger.warning("a request line over %d bytes; answering error", self._lines.max_line)
-            self._requests.append(WrongCommandError("line too long"))
             self._ended = True
-        self._run_ready()
+            items.append(WrongCommandError("line too long"))
+        held = self._held
+        if held:  # earlier requests wait: these wait behind them
+            held.extend(items)
+            return
+        for index, item in enumerate(items):
+            # Nothing queued or pending (the usual case): no waiting rule can apply.
+            pending = self._answers or self._unstored or self._unfixed_snapshot
+            if pending and self.why_wait(item) is not None:
+                self._held = deque(items[index:])
+                return
+            self._run(item)
 
     def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
         """The answers that are ready, in order: at most about ``limit`` bytes of them.
 
-        ``b""`` means nothing is ready: everything is sent, or the next answer waits for the
-        store (see :attr:`waiting_for`).
+        ``b""`` means nothing is ready: everything is sent, the next answer waits for the
+        store (see :attr:`waiting_for`), or requests are held back (see
+        :meth:`run_held_requests`). Fewer than ``limit`` bytes means nothing more is ready.
         """
         ready = b"".join(self._ready)
         self._ready.clear()
@@ -144,122 +187,138 @@ class ServerSession:
         while answers and size < limit:
             piece = answers[0].next_piece()
             if piece is None:  # that answer is complete
-                if isinstance(answers.popleft(), _Points):
-                    self._reading = False
-                if self._requests:
-                    self._run_ready()  # a get may have waited for that answer
+                if isinstance(answers.pop(0), _GetAnswer):
+                    self._answering_get = False
             elif isinstance(piece, bytes):
                 out.append(piece)
                 size += len(piece)
-                if self._taking is not None:
-                    self._run_ready()  # a get's snapshot may be fixed now: run what it held
             else:
                 break  # a future: the store has not answered yet
         return b"".join(out)
+
+    def run_held_requests(self) -> bool:
+        """Run the held-back requests that may run now, in order; say whether any ran."""
+        held = self._held
+        if not held or self.why_wait(held[0]) is not None:
+            return False
+        while held and self.why_wait(held[0]) is None:
+            self._run(held.popleft())
+        if not held:
+            self._held = None
+        return True
+
+    def why_wait(self, item: Item) -> str | None:
+        """Why ``item``, the next request, cannot run now; ``None`` if it can.
+
+        These are the session's waiting rules, all of them:
+
+        - A get's snapshot is not fixed yet (a store that reads in a thread of its own
+          fixes it when its first piece comes): a request run now could be seen by the get.
+        - Too many answers are queued, or too many points wait for the store: the peer, or
+          the store, must catch up first, so that neither can make us hold without bound.
+        - For a get: an earlier put of the connection is not stored yet (the get must see
+          it), or the get before it is still being answered (one snapshot at a time).
+
+        A put otherwise runs at once: its store write starts, and the puts of several
+        requests (and connections) can share one commit.
+        """
+        unfixed = self._unfixed_snapshot
+        if unfixed is not None:
+            if not unfixed.done():
+                return "an earlier get's snapshot is not fixed yet"
+            self._unfixed_snapshot = None
+        if self._unstored is not None:
+            self._forget_stored()
+        if len(self._answers) >= MAX_QUEUED_ANSWERS:
+            return "too many answers wait for the peer to read them"
+        if self._unstored_points >= MAX_UNSTORED_POINTS:
+            return "too many points wait for the store"
+        if isinstance(item, GetRequest):
+            if self._unstored:
+                return "an earlier put is not stored yet"
+            if self._answering_get:
+                return "the get before it is still being answered"
+        return None
 
     @property
     def waiting_for(self) -> Future[None] | None:
         """The store's future that the next answer waits for, or ``None``.
 
         It may be done by the time you look (stores finish in threads of their own): call
-        :meth:`data_to_send` once it is done, whether that was before or after you looked.
+        :meth:`run_held_requests` and :meth:`data_to_send` once it is done, whether that was
+        before or after you looked.
         """
         return self._answers[0].peek() if self._answers else None
 
     @property
     def wants_data(self) -> bool:
-        """Whether more bytes are welcome: no received request is waiting to run.
+        """Whether more bytes are welcome: no received request is held back.
 
         A server stops reading while this is false, so a peer that sends faster than it
         reads its answers holds only its socket's buffers, not ours.
         """
-        return not self._requests and not self._ended
+        return not self._held and not self._ended
 
     @property
     def finished(self) -> bool:
         """Whether the conversation is over: no more requests, every answer taken."""
-        return self._ended and not self._requests and not self._answers and not self._ready
+        return self._ended and not self._held and not self._answers and not self._ready
 
-    def _run_ready(self) -> None:
-        """Run the received requests, in order, as far as they may run now.
-
-        A put runs at once: its store write starts, and the puts of several requests (and
-        connections) can share one commit. A get waits until every earlier put of its
-        connection is stored, so it sees them, and until the get before it is answered, so
-        that one connection holds one snapshot at a time. Any request after a get waits until
-        the get's snapshot is fixed, so that the get cannot see it.
-        """
-        if self._taking is not None:
-            if not self._taking.done():
-                return
-            self._taking = None
-        requests = self._requests
-        if self._unstored:  # (a memory store leaves none: no call on its hot path)
-            self._forget_stored()
-        while (
-            requests
-            and len(self._answers) < MAX_QUEUED_ANSWERS
-            and self._unstored_points < MAX_UNSTORED_POINTS
-        ):
-            if isinstance(requests[0], GetRequest) and not self._may_read():
-                return
-            self._run(requests.popleft())
-            if self._taking is not None:
-                return
-
-    def _may_read(self) -> bool:
-        """Whether a get may run: its connection's earlier puts are stored, and the get
-        before it is answered."""
-        self._forget_stored()
-        return not self._unstored and not self._reading
+    @property
+    def partial_line(self) -> int:
+        """How many bytes of an unfinished request line are buffered."""
+        return self._lines.pending
 
     def _forget_stored(self) -> None:
         """Drop the writes the store has finished, oldest first, from the pending ones."""
         unstored = self._unstored
         while unstored and unstored[0][0].done():
             self._unstored_points -= unstored.popleft()[1]
+        if not unstored:
+            self._unstored = None
 
     def _run(self, item: Item) -> None:
         """Run one request and queue its answer: finished, or waiting for the store."""
         if isinstance(item, GetRequest):
-            points = _Points(self.store, None if item.key == ALL_KEYS else item.key)
-            self._answers.append(points)
-            self._reading = True
-            self._taking = points.taking
+            get = _GetAnswer(self.store, None if item.key == ALL_KEYS else item.key)
+            self._answers.append(get)
+            self._answering_get = True
+            self._unfixed_snapshot = get.unfixed
             return
         if isinstance(item, WrongCommandError):
             logger.debug("wrong command: %s", item)
             answer = ERROR_ANSWER
         else:
-            batch = item if isinstance(item, PointBatch) else _one_point(item)
+            if isinstance(item, PointBatch):
+                batch = item
+            else:
+                batch = PointBatch((item.key,), (item.value,), (item.timestamp,))
             written = self.store.write(batch)
+            count = len(batch.keys)
             if written is not STORED:  # a durable store: answered once it has committed
                 if not written.done():
-                    self._unstored.append((written, len(batch.keys)))
-                    self._unstored_points += len(batch.keys)
-                self._answers.append(_Written(written, len(batch.keys)))
+                    if self._unstored is None:
+                        self._unstored = deque()
+                    self._unstored.append((written, count))
+                    self._unstored_points += count
+                self._answers.append(_PutAnswers(written, count))
                 return
-            answer = OK_ANSWER * len(batch.keys)  # a memory store stored the points at once
-        if self._answers:  # behind an answer still in the making
-            self._answer_later(answer)
-        else:
+            answer = OK_ANSWER * count  # a memory store stored the points at once
+        answers = self._answers
+        if not answers:
             self._ready.append(answer)
-
-    def _answer_later(self, answer: bytes) -> None:
-        """Queue a finished answer behind one that is not: joined to the finished ones."""
-        last = self._answers[-1]
-        if isinstance(last, _Bytes) and last.data is not None:
+            return
+        last = answers[-1]  # behind an answer still in the making: join the finished ones
+        if isinstance(last, _KnownAnswers) and last.data is not None:
             last.data += answer
         else:
-            self._answers.append(_Bytes(answer))
-
-
-def _one_point(put: PutRequest) -> PointBatch:
-    return PointBatch((put.key,), (put.value,), (put.timestamp,))
+            answers.append(_KnownAnswers(answer))
 
 
 class _Answer:
     """One request's answer on its way out: its bytes come a piece at a time."""
+
+    __slots__ = ()
 
     def next_piece(self) -> bytes | Future[None] | None:
         """The next bytes; a future to wait for first; ``None`` once all bytes were given."""
@@ -275,8 +334,10 @@ class _Answer:
         return None
 
 
-class _Bytes(_Answer):
-    """Answers already known, joined while they wait."""
+class _KnownAnswers(_Answer):
+    """Answers already known (oks, errors), joined while they wait behind another."""
+
+    __slots__ = ("data",)
 
     def __init__(self, data: bytes) -> None:
         self.data: bytes | None = data
@@ -286,8 +347,10 @@ class _Bytes(_Answer):
         return data
 
 
-class _Written(_Answer):
+class _PutAnswers(_Answer):
     """The answers to ``count`` puts that were written together: ok each, or error each."""
+
+    __slots__ = ("_count", "_written")
 
     def __init__(self, written: Future[None], count: int) -> None:
         self._written: Future[None] | None = written
@@ -310,7 +373,7 @@ class _Written(_Answer):
         return self._written
 
 
-class _Points(_Answer):
+class _GetAnswer(_Answer):
     """The answer to a get: the snapshot taken when it ran, encoded a piece at a time.
 
     ``ok`` goes out with the first piece, so a store that fails before it still gets an
@@ -318,31 +381,33 @@ class _Points(_Answer):
     the exception ends the connection, the only signal left.
     """
 
+    __slots__ = ("_key", "_pieces", "_started", "_waiting", "unfixed")
+
     def __init__(self, store: Storage, key: str | None) -> None:
         self._key = key
-        self._started = False
+        self._started = False  # "ok" (or the error answer) has gone out
         self._waiting: Future[None] | None = None
-        self._snapshot: Snapshot | None = None
-        self._first: Series | Future[None] | None = None  # the piece taken below, until sent
-        self.taking: Future[None] | None = None
+        self._pieces: Iterator[Series | Future[None] | None] | None = None  # None: all sent
+        self.unfixed: Future[None] | None = None
         """Done once the snapshot is fixed; ``None`` if it was at once (see :class:`Storage`)."""
         try:
-            self._snapshot = store.snapshot(key)
+            snapshot = store.snapshot(key)
             # Its first piece, now: a store that fixes the view later yields a future first.
-            self._first = next(self._snapshot, None)
+            first = next(snapshot, None)
         except Exception as exc:
             logger.warning("the store failed to read %r: %s", key, exc)
-            self._snapshot = None
             return
-        if isinstance(self._first, Future) and not self._first.done():
-            self.taking = self._first
+        self._pieces = chain((first,), snapshot)
+        if isinstance(first, Future) and not first.done():
+            self.unfixed = first
 
     def next_piece(self) -> bytes | Future[None] | None:
         if self._waiting is not None:
             if not self._waiting.done():
                 return self._waiting
             self._waiting = None
-        if self._snapshot is None:
+        pieces = self._pieces
+        if pieces is None:  # all sent, or the store failed before the first byte
             if self._started:
                 return None
             self._started = True
@@ -351,18 +416,19 @@ class _Points(_Answer):
         size = 0
         try:
             while size < ANSWER_PIECE:
-                piece = self._first
-                if piece is None:
-                    piece = next(self._snapshot, None)
-                else:
-                    self._first = None
+                piece = next(pieces, None)
                 if piece is None:
                     lines.append(b"\n")
-                    self._snapshot = None
+                    self._pieces = None
                     break
                 if isinstance(piece, Future):
                     self._waiting = piece
                     break
+                if len(piece.timestamps) > ENCODE_POINTS:  # the rest waits for the next turn
+                    key, timestamps, values = piece
+                    rest = Series(key, timestamps[ENCODE_POINTS:], values[ENCODE_POINTS:])
+                    self._pieces = pieces = chain((rest,), pieces)
+                    piece = Series(key, timestamps[:ENCODE_POINTS], values[:ENCODE_POINTS])
                 encoded = encode_series_lines(*piece)
                 lines.append(encoded)
                 size += len(encoded)
@@ -370,7 +436,7 @@ class _Points(_Answer):
             if self._started:
                 raise
             logger.warning("the store failed to read %r: %s", self._key, exc)
-            self._snapshot = None
+            self._pieces = None
             self._started = True
             return STORE_ERROR_ANSWER
         if len(lines) == 1 and not self._started and self._waiting is not None:

@@ -31,14 +31,14 @@ from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Final, NamedTuple
-
-from metrics_lab.protocol import PointBatch
 
 __all__ = [
     "INT64_TYPECODE",
     "SNAPSHOT_PIECE",
     "STORED",
+    "GetResult",
     "MemoryStore",
     "PointBatch",
     "Series",
@@ -52,6 +52,39 @@ __all__ = [
 ]
 
 
+@dataclass(slots=True)
+class PointBatch:
+    """Points in the order they were put, as three columns: ``keys[i]``, ``values[i]``,
+    ``timestamps[i]`` make point ``i``. The one shape a point has from parser to store.
+
+    Treat it as read-only. (It is not a frozen dataclass only because the server makes one
+    per lone put, and a frozen dataclass takes several times longer to make.)
+
+    >>> batch = PointBatch.of([("cpu", 0.5, 1), ("mem", 7.0, 1)])
+    >>> len(batch), list(batch)
+    (2, [('cpu', 0.5, 1), ('mem', 7.0, 1)])
+    """
+
+    keys: Sequence[str]
+    values: Sequence[float]
+    timestamps: Sequence[int]
+
+    @classmethod
+    def of(cls, points: Iterable[tuple[str, float, int]]) -> PointBatch:
+        """A batch of ``(key, value, timestamp)`` tuples, the order ``Client.put`` takes."""
+        columns = tuple(zip(*points, strict=True))
+        if not columns:
+            return cls((), (), ())
+        keys, values, timestamps = columns
+        return cls(keys, values, timestamps)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[tuple[str, float, int]]:
+        return zip(self.keys, self.values, self.timestamps, strict=True)
+
+
 class Series(NamedTuple):
     """One key's points: timestamps ascending and unique, ``values[i]`` at ``timestamps[i]``."""
 
@@ -59,6 +92,10 @@ class Series(NamedTuple):
     timestamps: Sequence[int]
     values: Sequence[float]
 
+
+GetResult = dict[str, list[tuple[int, float]]]
+"""What a client's ``get`` returns: each key's ``(timestamp, value)`` pairs, timestamps
+ascending (the rows of its :class:`Series`, as the client reads them off the wire)."""
 
 Snapshot = Iterator["Series | Future[None]"]
 """What :meth:`Storage.snapshot` returns: pieces of series, or a future to wait for."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,20 @@ TINY = Sizes(
     slow_readers=3,
     slow_seconds=0.5,
     heavy_rounds=1,
+    idle_connections=50,
+    lockout_connections=20,
+    lockout_hold=0.3,
+    lockout_wait=2.0,
 )
-SLOW_FIGURES = {"slow_rss", "slow_p50", "slow_p99", "slow_max"}
+SLOW_FIGURES = {
+    f"{variant}_{figure}"
+    for variant in ("fair", "slow")
+    for figure in ("rss", "p50", "p99", "max", "stalls")
+}
+OURS_ONLY = {*SLOW_FIGURES, "lockout_answered", "lockout_seconds"}
+"""Figures not measured on the baseline: it has no flow control and no connection limit."""
+PATH_FIGURES = {"path_lines", "path_functions", "path_modules"}
+HEAVY_FIGURES = {*SLOW_FIGURES, "memory_key", "idle_bytes", "lockout_answered", "lockout_seconds"}
 
 
 @pytest.mark.timeout(120)
@@ -36,29 +49,36 @@ def test_tiny_benchmark_fills_every_figure_for_every_server() -> None:
     assert report.kinds == KINDS
     assert set(report.samples) == set(FIGURES)
     for figure in FIGURES:
-        # The baseline has no flow control, so it skips the slow readers.
-        kinds = {"fast", "simple"} if figure in SLOW_FIGURES else set(KINDS)
+        kinds = {"fast", "simple"} if figure in OURS_ONLY else set(KINDS)
+        kinds = {"simple"} if figure in PATH_FIGURES else kinds  # traced once per checkout
         assert set(report.samples[figure]) == kinds
-        # The long scenarios run in the first heavy_rounds rounds only.
-        rounds = 1 if figure in SLOW_FIGURES or figure == "memory_key" else 2
+        # The long scenarios run in the first heavy_rounds rounds only, the trace once.
+        rounds = 1 if figure in HEAVY_FIGURES | PATH_FIGURES else 2
         assert all(len(values) == rounds for values in report.samples[figure].values())
     # Correctness, not speed: every acknowledged point was stored, by every server.
     assert report.samples["concurrent_stored"] == {kind: [100, 100] for kind in KINDS}
     assert report.samples["concurrent_refused"] == {kind: [0, 0] for kind in KINDS}
+    # Whether the newcomer got in is what the lockout measures; either way it is a yes or no.
+    assert {
+        value for values in report.samples["lockout_answered"].values() for value in values
+    } <= {0, 1}
+    assert report.samples["path_modules"]["simple"][0] >= 3  # server, session, storage at least
     table = format_table(report)
     for row in FIGURES.values():
         assert row.name in table
-    assert all(report.met(figure) is None for figure in ("slow_p50", "slow_max"))
+    assert all(report.met(figure) is None for figure in ("slow_p50", "slow_max", "fair_stalls"))
     assert messages  # progress was reported
 
 
-def test_a_before_server_must_import_its_own_checkout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["before", "ours"])
+def test_another_checkouts_server_must_import_its_own_package(tmp_path: Path, role: str) -> None:
     # No metrics_lab in tmp_path: the server would import the installed one, and measure
     # this checkout twice under two names. The benchmark refuses instead.
-    before = server_kinds(before=tmp_path)[-1]
-    assert before.name == "before"
+    kinds = server_kinds(**{role: tmp_path})
+    other = [kind for kind in kinds if kind.checkout == tmp_path]
+    assert [kind.name for kind in other] == (["before"] if role == "before" else ["fast", "simple"])
     with pytest.raises(RuntimeError, match="imported metrics_lab from"):
-        before.start("asyncio")
+        other[0].start("asyncio")
 
 
 def test_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,7 +86,7 @@ def test_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--quick", "--rounds", "--loop", "--before"):
+    for option in ("--quick", "--rounds", "--only", "--loop", "--before", "--ours"):
         assert option in text
 
 
@@ -76,3 +96,25 @@ def test_importing_metrics_lab_does_not_import_the_benchmark() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "False"
+
+
+def test_the_simple_path_listing_adds_up_to_its_count() -> None:
+    # In a child process: sys.settrace in this one would stop a coverage tracer.
+    output = subprocess.run(
+        [sys.executable, "-m", "benchmarks.trace_path", "--list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    *listing, summary = output.strip().splitlines()
+    rows = [line.split() for line in listing[1:] if line]
+    total = re.match(
+        r"simple path, one put and one get on a new connection: (\d+) lines in (\d+) functions",
+        summary,
+    )
+    assert total is not None, summary
+    assert sum(int(row[0]) for row in rows) == int(total[1]) > 0
+    assert len(rows) == int(total[2])
+    assert all(row[1].startswith("metrics_lab/") for row in rows)  # the package's code only

@@ -3,7 +3,7 @@
 Issue 11: the client wrote a whole batch before reading any answer; past about a million
 points the server's and the client's buffers filled and both waited for good. A fake server
 with small socket buffers reproduces that wait with far fewer points; the window is checked
-on the sans-IO :class:`PutBatch` itself, and a real server takes a batch past the old limit.
+on the sans-IO :class:`PutManyExchange` itself, and a real server takes a batch past the old limit.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from metrics_lab import (
     RequestRejectedError,
     WireLog,
 )
-from metrics_lab.client import PUT_SLICE, PUT_WINDOW, PutBatch
+from metrics_lab.client import PUT_SLICE, PUT_WINDOW, PutManyExchange
 from metrics_lab.protocol import OK_ANSWER, AnswerReader
 from tests.fake_server import FakeServer, answer_ok
 from tests.test_client_faults import Driver
@@ -114,7 +114,7 @@ def test_the_window_bounds_unanswered_puts_and_the_input_read_ahead() -> None:
             yield point
 
     total = 10 * PUT_SLICE + 123
-    batch = PutBatch(counted(total))
+    batch = PutManyExchange(counted(total))
     answers = AnswerReader()
     batch.begin(answers)
     sent = 0

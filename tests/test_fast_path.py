@@ -272,8 +272,10 @@ def run_session(parser: SimpleParser, chunks: list[bytes]) -> tuple[bytes, list[
     for chunk in chunks:
         session.receive_data(chunk)
         answers.append(session.data_to_send(limit=1 + len(chunk) % 5000))
+        session.run_held_requests()
     session.receive_data(b"")
     while not session.finished:
+        session.run_held_requests()
         answers.append(session.data_to_send())
     return b"".join(answers), list(store.read())
 

@@ -277,6 +277,8 @@ def drain(session: ServerSession) -> bytes:
     out = b""
     while True:
         out += session.data_to_send()
+        if session.run_held_requests():
+            continue
         waiting = session.waiting_for
         if waiting is None:
             return out

@@ -12,8 +12,9 @@ import pytest
 
 from metrics_lab import MemoryStore
 from metrics_lab.fastpath import FastParser
+from metrics_lab.protocol import GetRequest, PutRequest
 from metrics_lab.session import (
-    ANSWER_BATCH,
+    ANSWER_PIECE,
     MAX_UNSTORED_POINTS,
     STORE_ERROR_ANSWER,
     ServerSession,
@@ -27,8 +28,9 @@ PARSERS = {"simple": SimpleParser, "fast": FastParser}
 
 
 def drain(session: ServerSession) -> bytes:
+    """Everything the session has to say now, running the requests it held back."""
     out = []
-    while data := session.data_to_send():
+    while (data := session.data_to_send()) or session.run_held_requests():
         out.append(data)
     return b"".join(out)
 
@@ -84,7 +86,9 @@ def test_ok_waits_for_the_commit_and_a_get_waits_for_earlier_puts() -> None:
     assert session.waiting_for is store.pending[0][1]
     assert not session.wants_data  # the second get cannot run yet: stop reading
     store.commit()
-    assert session.data_to_send() == OK + OK + b"ok\nk 1.0 1\nk 2.0 2\n\n"
+    assert session.data_to_send() == OK + OK  # data_to_send only hands out bytes
+    assert session.run_held_requests()  # running the held get (and the put after it) is a step
+    assert session.data_to_send() == b"ok\nk 1.0 1\nk 2.0 2\n\n"
     assert session.waiting_for is store.pending[0][1]  # the last put, written after the get
     store.commit()
     assert session.data_to_send() == OK
@@ -168,8 +172,8 @@ def test_a_big_answer_comes_in_bounded_pieces_from_the_snapshot_of_its_request()
     first = session.data_to_send(limit=1)
     store.put_many([("k0", 9.5, 0), ("k5", 9.5, 5), ("k9", 9.5, 30_000), ("a", 1.0, 1)])
     pieces = [first]
-    while data := session.data_to_send(limit=1):
-        assert len(data) <= 2 * ANSWER_BATCH
+    while (data := session.data_to_send(limit=1)) or session.run_held_requests():
+        assert len(data) <= 2 * ANSWER_PIECE
         pieces.append(data)
     assert len(pieces) > 20  # streamed, not built whole
     answers = b"".join(pieces).split(b"\n\n")
@@ -214,7 +218,9 @@ def test_the_requests_after_a_get_wait_until_its_snapshot_is_fixed(parser: str) 
     assert not session.wants_data
     assert len(store) == 1  # the puts wait: run now, the get would see them
     store.fix()
-    assert session.data_to_send() == b"ok\nk 1.0 1\n\n" + OK + OK
+    assert session.data_to_send() == b"ok\nk 1.0 1\n\n"
+    assert session.run_held_requests()
+    assert session.data_to_send() == OK + OK
     assert len(store) == 3
     store.fix()
     assert drain(session) == b"ok\nk 1.0 1\nk 2.0 2\nk 3.0 3\n\n"
@@ -248,5 +254,20 @@ def test_waiting_for_names_a_future_that_finished_after_data_to_send() -> None:
     assert session.data_to_send() == b""
     store.commit()
     assert session.waiting_for is not None
-    assert session.data_to_send() == OK + b"ok\nk 1.0 1\n\n"
+    assert session.data_to_send() == OK
+    assert session.run_held_requests()
+    assert session.data_to_send() == b"ok\nk 1.0 1\n\n"
     assert session.waiting_for is None
+
+
+def test_why_wait_says_which_rule_holds_the_next_request_back() -> None:
+    store = LaterStore()
+    session = ServerSession(store)
+    session.receive_data(b"put k 1 1\nget k\n")
+    assert session.why_wait(GetRequest("k")) == "an earlier put is not stored yet"
+    assert session.why_wait(PutRequest("k", 2.0, 2)) is None  # a put does not wait for it
+    assert not session.wants_data  # the get is held back
+    store.commit()
+    assert drain(session) == OK + b"ok\nk 1.0 1\n\n"
+    assert session.why_wait(GetRequest("k")) is None
+    assert session.wants_data

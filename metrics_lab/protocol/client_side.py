@@ -1,37 +1,19 @@
-"""The wire format, and nothing else: bytes in, objects out, no I/O.
+"""The client's side of the wire: calls in, request bytes out; answer bytes in, results out.
 
-This module is the only place that knows what the metrics protocol looks like on the wire
-(the full text is ``docs/PROTOCOL.md``). The server and every client feed it bytes and get
-typed objects back, or hand it objects and get bytes to send; none of them formats or parses
-protocol text on its own.
-
-Server side::
-
-    reader = LineReader()
-    for line in reader.receive_data(b"put cpu 0.5 1\\nget cpu\\n"):
-        request = parse_request(line)        # PutRequest(...), GetRequest(...), None or raises
-
-Client side::
-
-    wire = encode_put("cpu", 0.5, 1)         # b"put cpu 0.5 1\\n"
-    answers = AnswerReader()
-    answers.receive_data(b"ok\\n\\n")
-    answers.next_answer()                    # Answer(status='ok', lines=())
-
->>> parse_request(b"put  palm.cpu 10.5 1501864247\\r")
-PutRequest(key='palm.cpu', value=10.5, timestamp=1501864247)
->>> encode_points_answer([("palm.cpu", [1501864247], [10.5])])
-b'ok\\npalm.cpu 10.5 1501864247\\n\\n'
+>>> encode_put("cpu", 0.5, 1)
+b'put cpu 0.5 1\\n'
+>>> answers = AnswerReader()
+>>> answers.receive_data(b"ok\\n\\n")
+>>> answers.next_answer()
+Answer(status='ok', lines=())
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from enum import Enum
-from typing import Final, Literal
+from typing import Final
 
 from metrics_lab.errors import (
     ClientConnectionError,
@@ -39,304 +21,30 @@ from metrics_lab.errors import (
     RemoteProtocolError,
     RequestRejectedError,
 )
+from metrics_lab.protocol.wire_format import (
+    ALL_KEYS,
+    DEFAULT_MAX_ANSWER_SIZE,
+    FLOAT_LITERAL,
+    INT64_MAX,
+    INT64_MIN,
+    OK_ANSWER,
+    Answer,
+)
+from metrics_lab.storage import GetResult
 
 __all__ = [
-    "ALL_KEYS",
-    "DEFAULT_MAX_ANSWER_SIZE",
-    "DEFAULT_MAX_LINE",
-    "ERROR_ANSWER",
-    "INT64_MAX",
-    "INT64_MIN",
     "NEED_DATA",
-    "OK_ANSWER",
-    "Answer",
     "AnswerReader",
-    "GetRequest",
-    "Item",
-    "LineReader",
     "NeedData",
-    "PointBatch",
-    "PutRequest",
-    "Request",
-    "SimpleParser",
-    "WrongCommandError",
     "check_put_answer",
     "encode_get",
-    "encode_points_answer",
     "encode_put",
     "encode_puts",
-    "encode_series_lines",
     "parse_get_answer",
-    "parse_key",
-    "parse_request",
 ]
 
-ALL_KEYS: Final = "*"
-"""The key that ``get`` reads as "every key"; it can never be stored."""
-
-DEFAULT_MAX_LINE: Final = 64 * 1024
-"""The longest request line a server accepts, in bytes, before it answers error and hangs up."""
-
-DEFAULT_MAX_ANSWER_SIZE: Final = 1024**3
-"""The largest answer a client reads before it gives up on the server (a ``get *`` of a
-million points is about 30 MB, so this leaves room for thirty times that)."""
-
-OK_ANSWER: Final = b"ok\n\n"
-ERROR_ANSWER: Final = b"error\nwrong command\n\n"
 _OK_RUN: Final = OK_ANSWER * 65536
 """Bare ``ok`` answers back to back: what :meth:`AnswerReader.skip_ok_answers` compares with."""
-
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
-# Python's float() and int() also accept "1_000", " 1.5", "inf" and "nan"; the protocol does not.
-_FLOAT_LITERAL: Final = re.compile(rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_INT_LITERAL: Final = re.compile(rb"[+-]?[0-9]+")
-
-
-# --- requests -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PutRequest:
-    """``put <key> <value> <timestamp>``: store one point (replacing an equal timestamp's)."""
-
-    key: str
-    value: float
-    timestamp: int
-
-
-@dataclass(frozen=True, slots=True)
-class GetRequest:
-    """``get <key>``: read a key's points; ``key == ALL_KEYS`` reads every key."""
-
-    key: str
-
-
-Request = PutRequest | GetRequest
-
-
-@dataclass(slots=True)
-class PointBatch:
-    """Points in the order they were put, as three columns: ``keys[i]``, ``values[i]``,
-    ``timestamps[i]`` make point ``i``. The one shape a point has from parser to store.
-
-    Treat it as read-only. (It is not a frozen dataclass only because the server makes one
-    per lone put, and a frozen dataclass takes several times longer to make.)
-
-    >>> batch = PointBatch.of([("cpu", 0.5, 1), ("mem", 7.0, 1)])
-    >>> len(batch), list(batch)
-    (2, [('cpu', 0.5, 1), ('mem', 7.0, 1)])
-    """
-
-    keys: Sequence[str]
-    values: Sequence[float]
-    timestamps: Sequence[int]
-
-    @classmethod
-    def of(cls, points: Iterable[tuple[str, float, int]]) -> PointBatch:
-        """A batch of ``(key, value, timestamp)`` tuples, the order ``Client.put`` takes."""
-        columns = tuple(zip(*points, strict=True))
-        if not columns:
-            return cls((), (), ())
-        keys, values, timestamps = columns
-        return cls(keys, values, timestamps)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __iter__(self) -> Iterator[tuple[str, float, int]]:
-        return zip(self.keys, self.values, self.timestamps, strict=True)
-
-
-class WrongCommandError(ValueError):
-    """A request line that the protocol does not allow; the server answers ``ERROR_ANSWER``."""
-
-
-def parse_request(line: bytes) -> Request | None:
-    """Parse one request line (without its ``\\n``) into a request.
-
-    Returns ``None`` for a line that is empty or spaces only: it is not a request and gets no
-    answer. Raises :class:`WrongCommandError` for anything else the protocol does not allow.
-
-    >>> parse_request(b"get *")
-    GetRequest(key='*')
-    >>> parse_request(b"   ") is None
-    True
-    >>> parse_request(b"PUT cpu 1 2")
-    Traceback (most recent call last):
-    ...
-    metrics_lab.protocol.WrongCommandError: unknown command b'PUT'
-    """
-    if line[-1:] == b"\r":
-        line = line[:-1]
-    fields = line.split(b" ")
-    if b"" in fields:  # runs of spaces count as one separator
-        fields = [field for field in fields if field]
-        if not fields:
-            return None
-    command = fields[0]
-    if command == b"put":
-        if len(fields) != 4:
-            raise WrongCommandError(f"put takes 3 fields, got {len(fields) - 1}")
-        key, value, timestamp = fields[1:]
-        return PutRequest(parse_key(key), _parse_value(value), _parse_timestamp(timestamp))
-    if command == b"get":
-        if len(fields) != 2:
-            raise WrongCommandError(f"get takes 1 field, got {len(fields) - 1}")
-        # A get key that no put could have stored (bad UTF-8, say) simply matches nothing.
-        return GetRequest(fields[1].decode("utf-8", "surrogateescape"))
-    raise WrongCommandError(f"unknown command {command[:32]!r}")
-
-
-Item = Request | PointBatch | WrongCommandError
-"""One thing to answer: a request, a batch of puts (the fast path's), or a wrong command."""
-
-
-class SimpleParser:
-    """Turns a block of complete lines into requests, one line at a time, as PROTOCOL.md reads.
-
-    >>> SimpleParser().parse(b"put a 1 2\\n\\nget\\n")
-    [PutRequest(key='a', value=1.0, timestamp=2), WrongCommandError('get takes 1 field, got 0')]
-    """
-
-    def parse(self, block: bytes) -> list[Item]:
-        """The requests in ``block`` (whole lines, each ended by ``\\n``), blank lines left out."""
-        items: list[Item] = []
-        for line in block.split(b"\n")[:-1]:
-            try:
-                request = parse_request(line)
-            except WrongCommandError as wrong:
-                items.append(wrong)
-                continue
-            if request is not None:
-                items.append(request)
-        return items
-
-
-def parse_key(raw: bytes) -> str:
-    """Decode and check a put key; raise :class:`WrongCommandError` if it cannot be one."""
-    try:
-        key = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WrongCommandError("key is not UTF-8") from None
-    if not key or key == ALL_KEYS or not key.isprintable():
-        raise WrongCommandError(f"{key!r} cannot be a key")
-    return key
-
-
-def _parse_value(raw: bytes) -> float:
-    if _FLOAT_LITERAL.fullmatch(raw) is None:
-        raise WrongCommandError(f"value {raw[:32]!r} is not a number")
-    value = float(raw)
-    if not math.isfinite(value):
-        raise WrongCommandError(f"value {raw[:32]!r} is not finite")
-    return value
-
-
-def _parse_timestamp(raw: bytes) -> int:
-    if not raw.isdigit() and _INT_LITERAL.fullmatch(raw) is None:
-        raise WrongCommandError(f"timestamp {raw[:32]!r} is not an integer")
-    try:
-        timestamp = int(raw)
-    except ValueError:  # more digits than int() agrees to read: far outside 64 bits anyway
-        raise WrongCommandError("timestamp does not fit in 64 bits") from None
-    if not INT64_MIN <= timestamp <= INT64_MAX:
-        raise WrongCommandError("timestamp does not fit in 64 bits")
-    return timestamp
-
-
-class LineReader:
-    """Splits a byte stream into request lines, however the stream was cut into chunks.
-
-    ``receive_data`` returns the lines that a chunk completes and keeps the unfinished tail
-    for the next chunk. A line longer than ``max_line`` bytes sets :attr:`too_long`: the lines
-    before it are still returned, everything from it on is dropped, and the server answers
-    ``ERROR_ANSWER`` and closes the connection, so a peer cannot make the buffer grow without
-    bound.
-
-    >>> reader = LineReader()
-    >>> reader.receive_data(b"get a\\nget")
-    [b'get a']
-    >>> reader.receive_data(b" b\\n")
-    [b'get b']
-    """
-
-    __slots__ = ("_buffer", "max_line", "too_long")
-
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
-        self.max_line = max_line
-        self.too_long = False
-        self._buffer = b""
-
-    def receive_data(self, data: bytes) -> list[bytes]:
-        """Add ``data`` and return the complete lines it finishes, without their ``\\n``."""
-        block = self.receive_block(data)
-        return block.split(b"\n")[:-1] if block else []
-
-    def receive_block(self, data: bytes) -> bytes:
-        """Add ``data`` and return the complete lines it finishes as one block.
-
-        The block is ``b""`` or whole lines each ended by ``\\n``: the same lines as
-        :meth:`receive_data` gives, not yet split, so a fast path can parse them all at once.
-        """
-        if self.too_long:
-            return b""
-        if data[-1:] == b"\n" and not self._buffer and len(data) <= self.max_line:
-            return data  # the usual case: whole lines, and nothing left from the last chunk
-        end = data.rfind(b"\n") + 1
-        if not end:
-            self._buffer += data
-            if len(self._buffer) > self.max_line:
-                self._overflow()
-            return b""
-        block = self._buffer + data[:end] if self._buffer else data[:end]
-        self._buffer = data[end:]
-        if len(self._buffer) > self.max_line:
-            self._overflow()
-        if len(block) > self.max_line:
-            lines = block.split(b"\n")
-            if max(map(len, lines)) > self.max_line:
-                self._overflow()
-                kept = next(i for i, line in enumerate(lines) if len(line) > self.max_line)
-                return b"".join(line + b"\n" for line in lines[:kept])
-        return block
-
-    @property
-    def pending(self) -> int:
-        """How many bytes of an unfinished line are buffered."""
-        return len(self._buffer)
-
-    def _overflow(self) -> None:
-        self.too_long = True
-        self._buffer = b""
-
-
-# --- answers, server side ----------------------------------------------------------------
-
-
-def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[float]]]) -> bytes:
-    """Encode the ``ok`` answer to a ``get``: one line per point, then the empty line.
-
-    ``series`` yields ``(key, timestamps, values)`` in the order the lines should go out
-    (keys ascending, timestamps ascending).
-    """
-    return b"".join([b"ok\n", *(encode_series_lines(*one) for one in series), b"\n"])
-
-
-def encode_series_lines(key: str, timestamps: Sequence[int], values: Sequence[float]) -> bytes:
-    """Encode the data lines of one key's points: ``<key> <value> <timestamp>\\n`` each.
-
-    Values are written as ``repr(float)``, the shortest text that reads back to the same float.
-
-    >>> encode_series_lines("cpu", [1, 2], [0.5, 2.0])
-    b'cpu 0.5 1\\ncpu 2.0 2\\n'
-    """
-    prefix = key + " "
-    pairs = zip(timestamps, values, strict=True)
-    return "".join([f"{prefix}{value!r} {timestamp}\n" for timestamp, value in pairs]).encode()
-
-
-# --- requests and answers, client side ---------------------------------------------------
 
 
 def encode_put(key: str, value: float, timestamp: int) -> bytes:
@@ -435,7 +143,7 @@ def _value_text(value: object) -> str:
         raise InvalidRequestError(f"value {value!r} is not a number") from None
     if not math.isfinite(number):
         raise InvalidRequestError(f"value {value!r} is not finite; only finite numbers can be sent")
-    if _FLOAT_LITERAL.fullmatch(text.encode("ascii", "replace")) is None:
+    if FLOAT_LITERAL.fullmatch(text.encode("ascii", "replace")) is None:
         text = repr(number)  # Decimal('1.5') or numpy scalars print differently
     return text
 
@@ -460,14 +168,6 @@ class NeedData(Enum):
 
 NEED_DATA: Final = NeedData.NEED_DATA
 """Returned by :meth:`AnswerReader.next_answer` while no complete answer is buffered."""
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One answer: its status line and its data lines (without the final empty line)."""
-
-    status: Literal["ok", "error"]
-    lines: tuple[str, ...]
 
 
 class AnswerReader:
@@ -615,7 +315,7 @@ def check_put_answer(answer: Answer, request: str = "put") -> None:
         raise RemoteProtocolError(f"the answer to {request!r} has data lines: {answer.lines[:3]!r}")
 
 
-def parse_get_answer(answer: Answer, request: str = "get") -> dict[str, list[tuple[int, float]]]:
+def parse_get_answer(answer: Answer, request: str = "get") -> GetResult:
     """Turn the answer to a ``get`` into ``{key: [(timestamp, value), ...]}``.
 
     Each key's list is sorted by timestamp. Raises :class:`RequestRejectedError` for an
@@ -626,7 +326,7 @@ def parse_get_answer(answer: Answer, request: str = "get") -> dict[str, list[tup
     {'cpu': [(1, 0.5), (2, 0.4)]}
     """
     _raise_for_error(answer, request)
-    points: dict[str, list[tuple[int, float]]] = {}
+    points: GetResult = {}
     for line in answer.lines:
         try:
             key, value, timestamp = line.split()
