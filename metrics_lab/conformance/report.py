@@ -391,8 +391,13 @@ def select(
 TRACEBACK_LIMIT: Final = 6
 """Frames of a peer's traceback shown under its row: the innermost, where it went wrong."""
 
-# Frames from here are the checker's or Python's own, never where a learner's bug is.
-_NOT_USER_CODE: Final = (str(Path(__file__).parent), sysconfig.get_paths()["stdlib"])
+# Frames from here are the checker's, Python's (frozen modules too) or an installed
+# package's (ipykernel's, in a notebook), never where a learner's bug is.
+_NOT_USER_CODE: Final = (
+    str(Path(__file__).parent),
+    "<frozen ",
+    *{sysconfig.get_paths()[name] for name in ("stdlib", "purelib", "platlib")},
+)
 
 
 def user_frames(frames: traceback.StackSummary) -> list[traceback.FrameSummary]:
