@@ -227,8 +227,13 @@ class Report:
 
     @property
     def course_passed(self) -> bool:
-        """Whether every grader rule that ran passed: the course's graders would accept this."""
-        return all(result.passed for result in self.results if result.source == "grader")
+        """Whether the run ended and every grader rule passed: the graders would accept this.
+
+        A run that stopped early (``note``) never counts: the rules after the stop were not run.
+        """
+        return not self.note and all(
+            result.passed for result in self.results if result.source == "grader"
+        )
 
     @property
     def failed(self) -> list[str]:
