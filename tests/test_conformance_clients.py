@@ -203,3 +203,37 @@ def test_a_client_that_hands_on_a_late_answer_is_caught() -> None:
     [result] = report.results
     assert "returned the late answer to the timed-out get('cpu')" in result.detail
     assert "got {'cpu': [(1, 1.0)]}" in result.detail
+
+
+class ParsesNothing(ToyClient):
+    """A get that never fills its dict (a learner's parsing loop that never runs)."""
+
+    def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
+        super().get(key)
+        return {}
+
+
+def test_a_get_that_returns_nothing_is_not_called_truncated() -> None:
+    report = check_client(ParsesNothing, ToyClientError, timeout=CLIENT_FAST, only=["get-parse"])
+    [result] = report.results
+    assert "get('cpu') returned {}, nothing of the answer's 2 points" in result.detail
+    assert "truncated" not in result.detail
+
+
+class ReturnsNone(ToyClient):
+    """A get that returns None, where the server hung up, instead of raising."""
+
+    def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
+        try:
+            return super().get(key)
+        except ToyClientError:
+            return None  # type: ignore[return-value]
+
+
+def test_a_missing_error_says_what_the_call_returned_and_when_it_must_raise() -> None:
+    report = check_client(ReturnsNone, ToyClientError, timeout=CLIENT_FAST, only=["server-closes"])
+    [result] = report.results
+    assert result.detail.startswith(
+        "get('cpu') returned None; it must raise ToyClientError when the server hangs up "
+        "without answering"
+    )
