@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,6 +168,37 @@ def test_cli_check_client(capsys: pytest.CaptureFixture[str]) -> None:
     assert "checks passed" in capsys.readouterr().out
     assert main(["check-client", "no_such_module_here:Client"]) == 1
     assert "cannot import" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "import socket\n\nclass MyClient(\n    def put(self):\n",
+            "metrics-lab: cannot import 'my_client': {path}, line 3: '(' was never closed",
+        ),
+        (
+            "class MyClientError(Exception):\n    pass\n\nMyClient = Undefined\n",
+            "metrics-lab: importing 'my_client' raised NameError: name 'Undefined' is not "
+            "defined ({path}, line 4)",
+        ),
+    ],
+    ids=["syntax error", "raises on import"],
+)
+def test_a_client_module_that_cannot_load_is_one_line(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    (tmp_path / "my_client.py").write_text(source)
+    checked = subprocess.run(
+        [sys.executable, "-m", "metrics_lab", "check-client", "my_client:MyClient"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert checked.returncode == 1
+    assert checked.stdout == ""
+    assert checked.stderr == message.format(path=tmp_path / "my_client.py") + "\n"
 
 
 class BlockingAsyncClient:

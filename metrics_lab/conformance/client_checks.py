@@ -30,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1021,6 +1022,16 @@ def load_client(spec: str) -> tuple[type[Any], type[BaseException]]:
             module = importlib.import_module(module_name)
     except (ImportError, OSError) as exc:
         raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
+    except SyntaxError as exc:  # the learner's file does not parse: where, not our traceback
+        raise ValueError(
+            f"cannot import {module_name!r}: {exc.filename}, line {exc.lineno}: {exc.msg}"
+        ) from exc
+    except Exception as exc:  # its top-level code raised (a NameError, say): where it did
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+        raise ValueError(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc}{where}"
+        ) from exc
     client_class = getattr(module, class_name, None)
     if not isinstance(client_class, type):
         raise ValueError(f"{module_name!r} has no class {class_name!r}")
