@@ -189,7 +189,10 @@ def test_a_server_that_dies_ends_the_run_with_the_request_that_killed_it(
     assert status == 1
     killed = document["results"][1]
     assert killed["name"] == "error-value-not-number"
-    assert "it probably crashed on this request); sent 'put conformance." in killed["detail"]
+    assert (
+        "it probably crashed on this request: see your server's output for its traceback); "
+        "sent 'put conformance." in killed["detail"]
+    )
     assert " x 1\\n'" in killed["detail"]
     # The process takes a moment to close its port, so the stop comes a check or two later.
     stopped = document["results"][-1]["name"]

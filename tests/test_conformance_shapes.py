@@ -167,7 +167,7 @@ def test_a_crash_shows_the_learners_traceback_in_the_row_of_the_check() -> None:
     assert ok.traceback == ""
     assert crashed.status == "fail"
     assert "sent 'get\\n'" in crashed.detail
-    assert "it probably crashed on this request" in crashed.detail
+    assert "it probably crashed on this request: its traceback is below" in crashed.detail
     assert "in process\n    command, key = line.split()[:2]" in crashed.traceback
     assert crashed.traceback.endswith("ValueError: not enough values to unpack (expected 2, got 1)")
     assert "asyncio" not in crashed.traceback  # only the learner's frames

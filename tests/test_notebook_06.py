@@ -9,6 +9,7 @@ after the exercises) pass every check.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -47,6 +48,10 @@ def test_the_todos_cover_every_rule_the_strict_profile_checks(outputs: list[str]
 
 
 def test_a_crash_shows_the_learners_traceback(outputs: list[str]) -> None:
+    # steps() shows it unasked: the first attempt raises on a get without a key.
+    first_steps = cell_printing(outputs, "failing rules that no step covers")
+    assert re.search(r"\nyour code raised in \d+ check\(s\); the first, [a-z0-9-]+:\n", first_steps)
+    assert 'File "' in first_steps
     rows = cell_printing(outputs, "error-get-without-key [fail]")
     assert "it probably crashed on this request" in rows
     assert "return self.get(args[0])" in rows

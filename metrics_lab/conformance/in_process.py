@@ -39,6 +39,7 @@ from metrics_lab.conformance.report import (
 )
 from metrics_lab.conformance.server_checks import (
     DEFAULT_TIMEOUT,
+    SEE_OUTPUT,
     SERVER_CHECKS,
     check_server,
 )
@@ -201,8 +202,9 @@ def check_protocol(
                 host, port, timeout=timeout, only=[check_name], profile=profile
             ).results
             crashes = server.crashes_since(mark)
-            if crashes:
-                result = replace(result, traceback="\n".join(crashes))
+            if crashes:  # here the traceback is not in the server's output but in the row
+                detail = result.detail.replace(SEE_OUTPUT, "its traceback is below")
+                result = replace(result, detail=detail, traceback="\n".join(crashes))
             if not server.responsive(timeout):
                 check = next(c for c in SERVER_CHECKS if c.name == check_name)
                 result = replace(

@@ -99,7 +99,10 @@ class ServerContext:
 
 # --- helpers the checks share --------------------------------------------------------------
 
-CRASHED: Final = "it probably crashed on this request"
+SEE_OUTPUT: Final = "see your server's output for its traceback"
+"""Where a crashed server's traceback is, when the server runs in a process of its own."""
+
+CRASHED: Final = f"it probably crashed on this request: {SEE_OUTPUT}"
 
 
 def send(probe: Probe, data: bytes) -> None:
@@ -109,7 +112,7 @@ def send(probe: Probe, data: bytes) -> None:
     except OSError as exc:
         raise CheckFailed(
             f"sending failed ({exc}): the server had closed the connection, so it probably "
-            "crashed on an earlier request of this check",
+            f"crashed on an earlier request of this check: {SEE_OUTPUT}",
             sent=data,
         ) from None
 
