@@ -30,6 +30,7 @@ __all__ = [
     "PROFILES",
     "PROFILE_MEANINGS",
     "SOURCES",
+    "SOURCE_NAMES",
     "Check",
     "CheckFailed",
     "CheckResult",
@@ -61,6 +62,12 @@ SOURCES: Final[dict[Source, str]] = {
     "task": "asked by the course's task text; no course grader tests it",
     "protocol": "docs/PROTOCOL.md's stricter rules (the course states none of them)",
 }
+SOURCE_NAMES: Final[dict[Source, str]] = {
+    "grader": "grader",
+    "task": "task text",
+    "protocol": "PROTOCOL.md",
+}
+"""What docs/PROTOCOL.md and the notebooks call each source (``"protocol"`` is PROTOCOL.md)."""
 PROFILES: Final[tuple[Profile, ...]] = ("course", "strict")
 PROFILE_MEANINGS: Final[dict[Profile, str]] = {
     "course": "predicts the course's graders: their rules fail, the task text's other rules "
