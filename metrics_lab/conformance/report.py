@@ -18,6 +18,7 @@ source) or JSON (for programs).
 from __future__ import annotations
 
 import json
+import site
 import sys
 import sysconfig
 import traceback
@@ -409,6 +410,7 @@ _NOT_USER_CODE: Final = (
     str(Path(__file__).parent),
     "<frozen ",
     *{sysconfig.get_paths()[name] for name in ("stdlib", "purelib", "platlib")},
+    site.getusersitepackages(),  # pip install --user puts ipykernel there
 )
 
 
