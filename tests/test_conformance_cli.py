@@ -189,7 +189,10 @@ def test_a_server_that_dies_ends_the_run_with_the_request_that_killed_it(
     assert status == 1
     killed = document["results"][1]
     assert killed["name"] == "error-value-not-number"
-    assert "it probably crashed on this request); sent 'put conformance." in killed["detail"]
+    assert (
+        "it probably crashed on this request: see your server's output for its traceback); "
+        "sent 'put conformance." in killed["detail"]
+    )
     assert " x 1\\n'" in killed["detail"]
     # The process takes a moment to close its port, so the stop comes a check or two later.
     stopped = document["results"][-1]["name"]
@@ -206,3 +209,55 @@ def test_the_library_refuses_a_timeout_of_no_time_too(timeout: float) -> None:
         check_server("127.0.0.1", 1, timeout=timeout)
     with pytest.raises(ValueError, match="no time for an answer"):
         check_client(Client, timeout=timeout)
+
+
+# A learner's asyncio server whose data_received never returns on a get without a key: the
+# process lives and accepts connections, but its loop answers no one any more.
+HANGING_SERVER = """
+import asyncio
+import time
+
+class Server(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        for line in data.split(b"\\n"):
+            if line.split() == [b"get"]:
+                deadline = time.monotonic() + 120  # "forever", bounded for the test machine
+                while time.monotonic() < deadline:
+                    time.sleep(0.1)
+            elif line.strip():
+                self.transport.write(b"ok\\n\\n")
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Server, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_a_hung_server_ends_the_run_with_one_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    command = [sys.executable, "-c", HANGING_SERVER]
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as server:
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            only = ["put-ok", "get-missing", "error-get-without-key", "error-get-two-keys"]
+            only += ["error-put-too-few", "survives-errors", "long-line"]
+            status = main(["check", str(port), "--timeout", FAST, "--only", *only])
+        finally:
+            server.kill()
+    out = capsys.readouterr().out
+    summary = out.splitlines()[-1]
+    assert status == 1
+    # put-ok, get-missing; the hang; the check that found the server silent, the second in
+    # a row, before a fresh connection's get confirmed it. Then nothing more.
+    assert "2/4 checks passed" in summary
+    assert (
+        "stopped after error-get-two-keys: the server stopped answering: is it hung (an "
+        "endless loop in data_received?)" in summary
+    )
+    assert "would accept" not in out

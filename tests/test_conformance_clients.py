@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,6 +170,37 @@ def test_cli_check_client(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot import" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "import socket\n\nclass MyClient(\n    def put(self):\n",
+            "metrics-lab: cannot import 'my_client': {path}, line 3: '(' was never closed",
+        ),
+        (
+            "class MyClientError(Exception):\n    pass\n\nMyClient = Undefined\n",
+            "metrics-lab: importing 'my_client' raised NameError: name 'Undefined' is not "
+            "defined ({path}, line 4)",
+        ),
+    ],
+    ids=["syntax error", "raises on import"],
+)
+def test_a_client_module_that_cannot_load_is_one_line(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    (tmp_path / "my_client.py").write_text(source)
+    checked = subprocess.run(
+        [sys.executable, "-m", "metrics_lab", "check-client", "my_client:MyClient"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert checked.returncode == 1
+    assert checked.stdout == ""
+    assert checked.stderr == message.format(path=tmp_path / "my_client.py") + "\n"
+
+
 class BlockingAsyncClient:
     """AsyncClient behind the course's blocking interface, on an event loop of its own.
 
@@ -203,3 +237,37 @@ def test_a_client_that_hands_on_a_late_answer_is_caught() -> None:
     [result] = report.results
     assert "returned the late answer to the timed-out get('cpu')" in result.detail
     assert "got {'cpu': [(1, 1.0)]}" in result.detail
+
+
+class ParsesNothing(ToyClient):
+    """A get that never fills its dict (a learner's parsing loop that never runs)."""
+
+    def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
+        super().get(key)
+        return {}
+
+
+def test_a_get_that_returns_nothing_is_not_called_truncated() -> None:
+    report = check_client(ParsesNothing, ToyClientError, timeout=CLIENT_FAST, only=["get-parse"])
+    [result] = report.results
+    assert "get('cpu') returned {}, nothing of the answer's 2 points" in result.detail
+    assert "truncated" not in result.detail
+
+
+class ReturnsNone(ToyClient):
+    """A get that returns None, where the server hung up, instead of raising."""
+
+    def get(self, key: str) -> dict[str, list[tuple[int, float]]]:
+        try:
+            return super().get(key)
+        except ToyClientError:
+            return None  # type: ignore[return-value]
+
+
+def test_a_missing_error_says_what_the_call_returned_and_when_it_must_raise() -> None:
+    report = check_client(ReturnsNone, ToyClientError, timeout=CLIENT_FAST, only=["server-closes"])
+    [result] = report.results
+    assert result.detail.startswith(
+        "get('cpu') returned None; it must raise ToyClientError when the server hangs up "
+        "without answering"
+    )

@@ -9,6 +9,8 @@ course profile would tell a learner the course rejects a solution it accepts.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 
 import pytest
@@ -23,6 +25,7 @@ from metrics_lab.conformance import (
     check_protocol,
     check_server,
 )
+from metrics_lab.protocol import DEFAULT_MAX_LINE as MAX_LINE
 from tests.learner_shapes import clients, servers
 
 FAST = 0.5
@@ -164,7 +167,7 @@ def test_a_crash_shows_the_learners_traceback_in_the_row_of_the_check() -> None:
     assert ok.traceback == ""
     assert crashed.status == "fail"
     assert "sent 'get\\n'" in crashed.detail
-    assert "it probably crashed on this request" in crashed.detail
+    assert "it probably crashed on this request: its traceback is below" in crashed.detail
     assert "in process\n    command, key = line.split()[:2]" in crashed.traceback
     assert crashed.traceback.endswith("ValueError: not enough values to unpack (expected 2, got 1)")
     assert "asyncio" not in crashed.traceback  # only the learner's frames
@@ -191,6 +194,54 @@ def test_a_hang_ends_the_run_with_a_partial_report_and_the_line_it_hangs_on() ->
     assert "would accept" not in report.summary()
     # The stuck thread was interrupted: the server's loop thread is gone.
     assert all(thread.name != "checked-server" for thread in threading.enumerate())
+
+
+class WritesAndClosesForever(asyncio.Protocol):
+    """A learner's long-line TODO gone wrong: ``while`` where ``if`` was meant.
+
+    Each pass writes to a transport it has closed, which asyncio logs as a warning per call:
+    the loop floods the log as fast as it spins.
+    """
+
+    buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        for line in lines:
+            while len(line) > MAX_LINE:
+                self.transport.write(b"error\nwrong command\n\n")
+                self.transport.close()
+            if line.strip():
+                self.transport.write(b"ok\n\n")
+
+
+def test_a_hang_that_writes_to_a_closed_transport_is_stopped_quietly(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    report = check_protocol(WritesAndClosesForever, timeout=FAST, only=["long-line", "put-ok"])
+    [hung] = report.results  # the run stopped at the hang
+    assert hung.name == "long-line"
+    assert HUNG_HINT in hung.detail
+    # The stuck frame shown is the learner's line, not asyncio's or logging's.
+    # (Whichever line of the loop it was on.)
+    *_, where, line = hung.traceback.splitlines()
+    assert where.endswith(", in data_received")
+    assert __file__ in where
+    assert line.strip() in {
+        "while len(line) > MAX_LINE:",
+        'self.transport.write(b"error\\nwrong command\\n\\n")',
+        "self.transport.close()",
+    }
+    assert all(thread.name != "checked-server" for thread in threading.enumerate())
+    out, err = capfd.readouterr()
+    assert "socket.send() raised exception" not in out + err
+    assert "Logging error" not in out + err
+    # asyncio's logger is left as it was: the filter went with the thread.
+    assert not logging.getLogger("asyncio").filters
 
 
 def test_a_client_exception_shows_the_learners_traceback() -> None:

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from metrics_lab.conformance import CLIENT_CHECKS, SERVER_CHECKS
+from metrics_lab.conformance import CLIENT_CHECKS, SERVER_CHECKS, SOURCE_NAMES
 from metrics_lab.conformance.report import Check
 
-SOURCE_LABELS = {"grader": "grader", "task text": "task", "PROTOCOL.md": "protocol"}
-"""How the document names each of the checker's sources."""
+SOURCE_LABELS = {name: source for source, name in SOURCE_NAMES.items()}
+"""How the document names each of the checker's sources: the checker's own names for them."""
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 

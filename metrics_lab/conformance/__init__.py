@@ -31,6 +31,7 @@ from metrics_lab.conformance.in_process import HUNG_HINT, check_protocol
 from metrics_lab.conformance.report import (
     PROFILE_MEANINGS,
     PROFILES,
+    SOURCE_NAMES,
     SOURCES,
     CheckResult,
     Profile,
@@ -47,6 +48,7 @@ __all__ = [
     "PROFILE_MEANINGS",
     "SERVER_CHECKS",
     "SOURCES",
+    "SOURCE_NAMES",
     "CheckResult",
     "Profile",
     "Report",

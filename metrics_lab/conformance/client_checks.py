@@ -30,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -369,6 +370,12 @@ def expect_result(result: object, expected: object, what: str, answer: bytes) ->
     if result == expected and _shape(result) == _shape(expected):
         return
     got, wanted = _points(result), _points(expected)
+    if got is not None and not got and wanted:
+        raise CheckFailed(
+            f"{what} returned {readable(repr(result).encode())}, nothing of the answer's "
+            f"{len(wanted)} points (does it parse the data lines into the dict it returns?)",
+            sent=answer,
+        )
     if got is not None and wanted is not None and got < wanted:
         raise CheckFailed(
             f"{what} returned a truncated answer: {len(got)} of its {len(wanted)} points "
@@ -405,18 +412,23 @@ def _shape(value: object) -> object:
 
 
 def expect_client_error(
-    ctx: ClientContext, what: str, function: Callable[[], Any], **shown: bytes
+    ctx: ClientContext, call: str, when: str, function: Callable[[], Any], **shown: bytes
 ) -> None:
-    """Fail unless ``function`` raises the module's ``ClientError`` (or a subclass)."""
+    """Fail unless ``function`` raises the module's ``ClientError`` (or a subclass).
+
+    The failure reads "``call`` returned ...; it must raise ClientError when ``when``".
+    """
     try:
         result = function()
     except ctx.error_class:
         return
     except BaseException as exc:
-        raise CheckFailed(
-            f"{what} must raise {ctx.error_class.__name__}, raised {exc!r}", **shown
-        ) from None
-    raise CheckFailed(f"{what} must raise {ctx.error_class.__name__}, returned {result!r}", **shown)
+        outcome = f"raised {exc!r}"
+    else:
+        outcome = f"returned {result!r}"
+    raise CheckFailed(
+        f"{call} {outcome}; it must raise {ctx.error_class.__name__} when {when}", **shown
+    )
 
 
 # --- the checks ----------------------------------------------------------------------------
@@ -499,7 +511,8 @@ def _connect_refused(ctx: ClientContext) -> None:
         host, port = closed_port.getsockname()[:2]
         expect_client_error(
             ctx,
-            f"Client({host!r}, {port}) with nothing listening",
+            f"Client({host!r}, {port})",
+            "nothing listens on the port",
             lambda: ctx.client_class(host, port, timeout=ctx.timeout),
         )
 
@@ -817,7 +830,12 @@ def _error_check(command: str, reply: bytes | None) -> Callable[[ClientContext],
         function = (
             (lambda: client.put("cpu", 0.5, 1)) if command == "put" else (lambda: client.get("cpu"))
         )
-        expect_client_error(ctx, f"{calling} answered {reply!r}", function, sent=reply or b"")
+        when = (
+            "the server hangs up without answering"
+            if reply is None
+            else f"the server answers '{readable(reply)}'"
+        )
+        expect_client_error(ctx, calling, when, function, sent=reply or b"")
 
     return run
 
@@ -894,8 +912,8 @@ def _garbage_status_early(ctx: ClientContext) -> None:
     if not (kind == "raised" and isinstance(value, ctx.error_class)):
         shown = f"raised {value!r}" if kind == "raised" else f"returned {value!r}"
         raise CheckFailed(
-            f"get('cpu') answered '{readable(status)}' must raise "
-            f"{ctx.error_class.__name__}, {shown}",
+            f"get('cpu') {shown}; it must raise {ctx.error_class.__name__} when the server's "
+            f"status line is '{readable(status)}', neither ok nor error",
             sent=status,
         )
 
@@ -913,7 +931,7 @@ def _late_answer(ctx: ClientContext) -> None:
     server = ctx.serve({b"get cpu": [1.5 * ctx.timeout, late], b"get mem": [ctx.timeout / 2, own]})
     client = ctx.client(server)
     expect_client_error(
-        ctx, "get('cpu') answered after the client's timeout", lambda: client.get("cpu")
+        ctx, "get('cpu')", "its answer comes after the client's timeout", lambda: client.get("cpu")
     )
     # The late answer is on its way (or in the client's socket) before the next request.
     deadline = time.monotonic() + 2 * ctx.timeout
@@ -940,7 +958,9 @@ def _late_answer(ctx: ClientContext) -> None:
 def _silent_server(ctx: ClientContext) -> None:
     server = ctx.serve({b"get cpu": []})
     client = ctx.client(server)
-    expect_client_error(ctx, "get('cpu') with no answer", lambda: client.get("cpu"))
+    expect_client_error(
+        ctx, "get('cpu')", "no answer comes before the timeout", lambda: client.get("cpu")
+    )
 
 
 @client_check(
@@ -951,7 +971,9 @@ def _silent_server(ctx: ClientContext) -> None:
 def _bad_key(ctx: ClientContext) -> None:
     client = ctx.client(ctx.serve())
     bad = "wrong command test\n"
-    expect_client_error(ctx, f"get({bad!r})", lambda: client.get(bad))
+    expect_client_error(
+        ctx, f"get({bad!r})", "the server answers it with error", lambda: client.get(bad)
+    )
 
 
 @client_check(
@@ -1000,6 +1022,16 @@ def load_client(spec: str) -> tuple[type[Any], type[BaseException]]:
             module = importlib.import_module(module_name)
     except (ImportError, OSError) as exc:
         raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
+    except SyntaxError as exc:  # the learner's file does not parse: where, not our traceback
+        raise ValueError(
+            f"cannot import {module_name!r}: {exc.filename}, line {exc.lineno}: {exc.msg}"
+        ) from exc
+    except Exception as exc:  # its top-level code raised (a NameError, say): where it did
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+        raise ValueError(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc}{where}"
+        ) from exc
     client_class = getattr(module, class_name, None)
     if not isinstance(client_class, type):
         raise ValueError(f"{module_name!r} has no class {class_name!r}")

@@ -10,13 +10,16 @@ against it. Unlike a server in another process, this one can be watched:
 - a ``data_received`` that never returns blocks the loop: after the check that caused it, the
   run stops with a partial report whose row shows the line the loop was stuck on, and the
   stuck thread is interrupted where the interpreter allows it (CPython), so a notebook's
-  kernel does not keep spinning.
+  kernel does not keep spinning;
+- what asyncio logs from that thread (a loop that writes to a closed transport logs a warning
+  per write) is dropped, so it cannot flood the notebook's cells, this one or later ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import sys
 import threading
 import traceback
@@ -36,6 +39,7 @@ from metrics_lab.conformance.report import (
 )
 from metrics_lab.conformance.server_checks import (
     DEFAULT_TIMEOUT,
+    SEE_OUTPUT,
     SERVER_CHECKS,
     check_server,
 )
@@ -46,9 +50,28 @@ HUNG_HINT: Final = "data_received never returned: an endless loop?"
 
 _START_TIMEOUT: Final = 10.0
 
+_INTERRUPTS: Final = 20
+"""Times a stuck thread is interrupted before it is left running (each waits a moment)."""
 
-class ServerHung(Exception):
-    """Raised inside a server's thread that was stuck, to end the endless call."""
+
+class ServerHung(BaseException):
+    """Raised inside a server's thread that was stuck, to end the endless call.
+
+    A BaseException, not an Exception: the handlers it may land in while the learner's loop
+    runs (``logging``'s, a learner's ``except Exception``) catch Exceptions and carry on
+    looping; asyncio passes it to the loop's exception handler, which ends the call.
+    """
+
+
+class _FromThread(logging.Filter):
+    """Drops the log records of one thread (the checked server's)."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        super().__init__()
+        self.thread = thread
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread.ident
 
 
 class _WatchedServer:
@@ -64,6 +87,10 @@ class _WatchedServer:
         self._startup_error: BaseException | None = None
         self._factory = protocol_factory
         self._thread = threading.Thread(target=self._run, name="checked-server", daemon=True)
+        # The loop's exception handler reports crashes; what asyncio logs besides (a warning
+        # per write to a closed transport, thousands a second in a loop) is noise here.
+        self._quiet = _FromThread(self._thread)
+        logging.getLogger("asyncio").addFilter(self._quiet)
         self._thread.start()
         if not self._ready.wait(_START_TIMEOUT):
             raise RuntimeError(f"the server did not start within {_START_TIMEOUT} s")
@@ -123,20 +150,28 @@ class _WatchedServer:
         return "".join(traceback.format_list(frames)).rstrip()
 
     def interrupt(self) -> None:
-        """Raise :class:`ServerHung` in the stuck thread (CPython only; elsewhere it stays)."""
+        """Raise :class:`ServerHung` in the stuck thread until its loop runs again.
+
+        CPython only; elsewhere the thread stays stuck. Several tries, because one may land
+        where asyncio catches everything and carries on (inside ``socket.send``, say).
+        """
         set_async_exc = getattr(
             getattr(ctypes, "pythonapi", None), "PyThreadState_SetAsyncExc", None
         )
         if set_async_exc is None or self._thread.ident is None:
             return
-        set_async_exc(ctypes.c_ulong(self._thread.ident), ctypes.py_object(ServerHung))
+        for _ in range(_INTERRUPTS):
+            set_async_exc(ctypes.c_ulong(self._thread.ident), ctypes.py_object(ServerHung))
+            if self.responsive(0.1):
+                return
 
     def close(self, wait: float = 2.0) -> None:
-        """Stop the loop and wait (briefly) for the thread."""
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(wait)
+        """Stop the loop and wait (briefly) for the thread; keep its logs quiet if it runs on."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(wait)
+        if not self._thread.is_alive():
+            logging.getLogger("asyncio").removeFilter(self._quiet)
 
 
 def check_protocol(
@@ -167,8 +202,9 @@ def check_protocol(
                 host, port, timeout=timeout, only=[check_name], profile=profile
             ).results
             crashes = server.crashes_since(mark)
-            if crashes:
-                result = replace(result, traceback="\n".join(crashes))
+            if crashes:  # here the traceback is not in the server's output but in the row
+                detail = result.detail.replace(SEE_OUTPUT, "its traceback is below")
+                result = replace(result, detail=detail, traceback="\n".join(crashes))
             if not server.responsive(timeout):
                 check = next(c for c in SERVER_CHECKS if c.name == check_name)
                 result = replace(

@@ -69,6 +69,10 @@ class Probe:
         # Each send must leave as its own segment, or the split-request checks prove nothing.
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._pending = b""  # received bytes not yet returned by a read
+        self.heard = False
+        """Whether the server sent any byte on this connection."""
+        self.waited_out = False
+        """Whether a read for an answer ended at its deadline."""
 
     def send(self, data: bytes) -> None:
         """Send all of ``data`` (raises ``OSError`` if the server is gone or not reading)."""
@@ -111,6 +115,7 @@ class Probe:
             chunk = self._sock.recv(_RECV_SIZE)
         except (TimeoutError, OSError):
             return b""
+        self.heard = self.heard or bool(chunk)
         self._pending += chunk
         return chunk
 
@@ -128,16 +133,19 @@ class Probe:
         """Add one received chunk to ``data``; return the Reading that ends the wait, if any."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            self.waited_out = True
             return Reading(bytes(data), "timeout")
         self._sock.settimeout(remaining)
         try:
             chunk = self._sock.recv(_RECV_SIZE)
         except TimeoutError:
+            self.waited_out = True
             return Reading(bytes(data), "timeout")
         except OSError:
             return Reading(bytes(data), "reset")
         if not chunk:
             return Reading(bytes(data), "closed")
+        self.heard = True
         data += chunk
         return None
 

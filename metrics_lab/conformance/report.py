@@ -18,6 +18,7 @@ source) or JSON (for programs).
 from __future__ import annotations
 
 import json
+import site
 import sys
 import sysconfig
 import traceback
@@ -30,6 +31,7 @@ __all__ = [
     "PROFILES",
     "PROFILE_MEANINGS",
     "SOURCES",
+    "SOURCE_NAMES",
     "Check",
     "CheckFailed",
     "CheckResult",
@@ -61,6 +63,12 @@ SOURCES: Final[dict[Source, str]] = {
     "task": "asked by the course's task text; no course grader tests it",
     "protocol": "docs/PROTOCOL.md's stricter rules (the course states none of them)",
 }
+SOURCE_NAMES: Final[dict[Source, str]] = {
+    "grader": "grader",
+    "task": "task text",
+    "protocol": "PROTOCOL.md",
+}
+"""What docs/PROTOCOL.md and the notebooks call each source (``"protocol"`` is PROTOCOL.md)."""
 PROFILES: Final[tuple[Profile, ...]] = ("course", "strict")
 PROFILE_MEANINGS: Final[dict[Profile, str]] = {
     "course": "predicts the course's graders: their rules fail, the task text's other rules "
@@ -227,8 +235,13 @@ class Report:
 
     @property
     def course_passed(self) -> bool:
-        """Whether every grader rule that ran passed: the course's graders would accept this."""
-        return all(result.passed for result in self.results if result.source == "grader")
+        """Whether the run ended and every grader rule passed: the graders would accept this.
+
+        A run that stopped early (``note``) never counts: the rules after the stop were not run.
+        """
+        return not self.note and all(
+            result.passed for result in self.results if result.source == "grader"
+        )
 
     @property
     def failed(self) -> list[str]:
@@ -391,8 +404,14 @@ def select(
 TRACEBACK_LIMIT: Final = 6
 """Frames of a peer's traceback shown under its row: the innermost, where it went wrong."""
 
-# Frames from here are the checker's or Python's own, never where a learner's bug is.
-_NOT_USER_CODE: Final = (str(Path(__file__).parent), sysconfig.get_paths()["stdlib"])
+# Frames from here are the checker's, Python's (frozen modules too) or an installed
+# package's (ipykernel's, in a notebook), never where a learner's bug is.
+_NOT_USER_CODE: Final = (
+    str(Path(__file__).parent),
+    "<frozen ",
+    *{sysconfig.get_paths()[name] for name in ("stdlib", "purelib", "platlib")},
+    site.getusersitepackages(),  # pip install --user puts ipykernel there
+)
 
 
 def user_frames(frames: traceback.StackSummary) -> list[traceback.FrameSummary]:

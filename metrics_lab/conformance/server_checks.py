@@ -81,6 +81,16 @@ class ServerContext:
         self._probes.append(probe)
         return probe
 
+    @property
+    def unanswered(self) -> bool:
+        """Whether the check waited in vain for an answer and heard nothing on any connection."""
+        return any(p.waited_out for p in self._probes) and not any(p.heard for p in self._probes)
+
+    @property
+    def heard(self) -> bool:
+        """Whether the server sent any byte to this check."""
+        return any(p.heard for p in self._probes)
+
     def close(self) -> None:
         """Close every connection the check opened."""
         for probe in self._probes:
@@ -89,7 +99,10 @@ class ServerContext:
 
 # --- helpers the checks share --------------------------------------------------------------
 
-CRASHED: Final = "it probably crashed on this request"
+SEE_OUTPUT: Final = "see your server's output for its traceback"
+"""Where a crashed server's traceback is, when the server runs in a process of its own."""
+
+CRASHED: Final = f"it probably crashed on this request: {SEE_OUTPUT}"
 
 
 def send(probe: Probe, data: bytes) -> None:
@@ -99,7 +112,7 @@ def send(probe: Probe, data: bytes) -> None:
     except OSError as exc:
         raise CheckFailed(
             f"sending failed ({exc}): the server had closed the connection, so it probably "
-            "crashed on an earlier request of this check",
+            f"crashed on an earlier request of this check: {SEE_OUTPUT}",
             sent=data,
         ) from None
 
@@ -638,6 +651,22 @@ def _long_line(ctx: ServerContext) -> None:
 
 # --- running them --------------------------------------------------------------------------
 
+HANG_HINT: Final = "is it hung (an endless loop in data_received?)"
+"""What a server that stops answering everyone is likely to suffer from."""
+
+_UNANSWERED_IN_A_ROW: Final = 2
+"""Checks in a row without a byte back after which the run asks whether the server is alive."""
+
+
+def _answers(ctx: ServerContext) -> bool:
+    """Whether the server answers a simple get on a fresh connection within the timeout."""
+    try:
+        with Probe(ctx.host, ctx.port, ctx.timeout, ctx.max_answer) as probe:
+            probe.send(f"get {ctx.key('.alive')}\n".encode())
+            return probe.read_answers().ending != "timeout" or probe.heard
+    except OSError:
+        return True  # refused or reset: not a hang; the checks say what it is
+
 
 def check_server(
     host: str,
@@ -661,6 +690,8 @@ def check_server(
     run_id = secrets.token_hex(4)
     results = []
     note = ""
+    unanswered = 0  # checks in a row that got no byte back
+    heard = False  # whether any check got a byte back
     for number, check in enumerate(checks, 1):
         ctx = ServerContext(host, port, timeout, f"conformance.{run_id}.{check.name}")
         try:
@@ -669,6 +700,16 @@ def check_server(
             ctx.close()
         if progress is not None:
             progress(number, len(checks), results[-1])
+        unanswered = unanswered + 1 if ctx.unanswered else 0
+        heard = heard or ctx.heard
+        if unanswered >= _UNANSWERED_IN_A_ROW and not _answers(ctx):
+            # A hung server fails every later check the same way, a timeout each: say it once.
+            note = f"stopped after {check.name}: " + (
+                f"the server stopped answering: {HANG_HINT}"
+                if heard
+                else f"the server answered no request: {HANG_HINT}, or does it never write?"
+            )
+            break
         if ctx.refused:
             # Every later check would fail the same way: say it once, and stop.
             note = (

@@ -32,7 +32,8 @@ class SolvedSteps(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
 
-    # Step 1: past MAX_LINE without a newline, answer the error and hang up.
+    # Step 1: past MAX_LINE, in a whole line or in the unfinished rest, answer the error and
+    # hang up.
     def data_received(self, data):
         *lines, self.buffer = (self.buffer + data).split(b"\n")
         for line in lines:
