@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any, Final, Self, cast
 
 from metrics_lab.fastpath import FastParser
+from metrics_lab.logs import nonblocking_logging
 from metrics_lab.protocol import DEFAULT_MAX_LINE
 from metrics_lab.session import ANSWER_BATCH, ANSWER_PIECE, ServerSession, SimpleParser
 from metrics_lab.storage import MemoryStore, Storage
@@ -734,11 +735,12 @@ def run_server(
     On the signal it stops accepting, flushes the answers to every request already read,
     closes the connections and returns (the caller then closes ``store`` if it made it).
     ``server_options`` (``parser``, ``max_line``, ``max_connections``, ``idle_timeout``,
-    ``line_timeout``) go to
-    :class:`MetricsServer`. ``loop`` picks the event loop (see :func:`event_loop_factory`).
+    ``line_timeout``) go to :class:`MetricsServer`. ``loop`` picks the event loop (see
+    :func:`event_loop_factory`). Logging goes through a queue to a writer thread meanwhile
+    (:func:`~metrics_lab.logs.nonblocking_logging`): a stuck stderr cannot stall the server.
     """
     server = MetricsServer(host, port, store=store, **server_options)
-    with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
+    with nonblocking_logging(), asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
         runner.run(_serve_until_signalled(server))
 
 

@@ -49,6 +49,7 @@ from concurrent.futures import Future
 from itertools import chain
 from typing import Final
 
+from metrics_lab.logs import LogSummary
 from metrics_lab.protocol import (
     ALL_KEYS,
     DEFAULT_MAX_LINE,
@@ -62,7 +63,7 @@ from metrics_lab.protocol import (
     WrongCommandError,
     encode_series_lines,
 )
-from metrics_lab.storage import STORED, Series, Storage
+from metrics_lab.storage import STORED, Series, Storage, one_line
 
 __all__ = [
     "ANSWER_BATCH",
@@ -74,6 +75,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger("metrics_lab.session")
+
+# During an outage every batch is refused: one line per interval, not one per batch.
+_UNSTORED = LogSummary(
+    logger,
+    "the store failed to take {count} point(s) from {events} batch(es); the last: {example}",
+)
 
 ANSWER_BATCH: Final = 256 * 1024
 """About how many bytes :meth:`ServerSession.data_to_send` returns at most in one call,
@@ -366,7 +373,7 @@ class _PutAnswers(_Answer):
         failure = written.exception()
         if failure is None:
             return OK_ANSWER * self._count
-        logger.warning("the store failed to take %d point(s): %s", self._count, failure)
+        _UNSTORED.add(self._count, one_line(failure))
         return STORE_ERROR_ANSWER * self._count
 
     def peek(self) -> Future[None] | None:
