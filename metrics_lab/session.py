@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from itertools import chain
-from typing import Final
+from typing import Final, Protocol
 
 from metrics_lab.logs import LogSummary
 from metrics_lab.protocol import (
@@ -71,6 +71,7 @@ __all__ = [
     "STORE_ERROR_ANSWER",
     "Item",
     "ServerSession",
+    "Session",
     "SimpleParser",
 ]
 
@@ -104,6 +105,40 @@ its clients holds a bounded number of their points, not whatever they manage to 
 
 STORE_ERROR_ANSWER: Final = b"error\nstore unavailable\n\n"
 """The answer to a request that the store could not serve (PROTOCOL.md, "When the store fails")."""
+
+
+class Session(Protocol):
+    """What the server's connection class calls on a session: the whole interface.
+
+    :class:`ServerSession` is the main protocol's; :class:`~metrics_lab.graphite.GraphiteSession`
+    (which never answers) is the Graphite port's. The server moves bytes, applies flow control
+    and watches deadlines the same way for any session that has these.
+    """
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the peer, cut anywhere; ``b""`` means the peer sends no more."""
+
+    def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
+        """The answers that are ready, at most about ``limit`` bytes; ``b""`` for none."""
+
+    def run_held_requests(self) -> bool:
+        """Run the held-back requests that may run now; say whether any ran."""
+
+    @property
+    def waiting_for(self) -> Future[None] | None:
+        """The store's future to be woken by (then call the two methods above), or ``None``."""
+
+    @property
+    def wants_data(self) -> bool:
+        """Whether more bytes are welcome (the server stops reading while this is false)."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the connection may close: no more requests, every answer taken."""
+
+    @property
+    def partial_line(self) -> int:
+        """How many bytes of an unfinished line are buffered (for the line timeout)."""
 
 
 class ServerSession:
