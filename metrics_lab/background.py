@@ -167,6 +167,13 @@ class BackgroundServer:
         return self.server.address
 
     @property
+    def graphite_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the Graphite plaintext port (``graphite_port=0`` picks one)."""
+        if not isinstance(self.server, MetricsServer):
+            raise AttributeError("only a MetricsServer has a Graphite port")
+        return self.server.graphite_address
+
+    @property
     def store(self) -> Storage:
         """The server's store (read it only while no client is writing)."""
         if not isinstance(self.server, MetricsServer):

@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_serve_limits(serve)
     serve.add_argument(
+        "--graphite-port",
+        type=_tcp_port,
+        metavar="PORT",
+        help="also take Graphite plaintext lines (collectd, Telegraf) on this port of --host, "
+        "into the same store (default: off)",
+    )
+    serve.add_argument(
         "--loop",
         default="auto",
         choices=LOOP_CHOICES,
@@ -178,6 +185,17 @@ def _number(text: str) -> float:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def _tcp_port(text: str) -> int:
+    """``--graphite-port``: a port to listen on, 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port: use 0-65535")
+    return port
+
+
 def _serve(args: argparse.Namespace) -> int:
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=args.log_level, format=log_format)
@@ -187,6 +205,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_connections": args.max_connections,
         "idle_timeout": args.idle_timeout or None,
         "line_timeout": args.line_timeout or None,
+        "graphite_port": args.graphite_port,
     }
     try:
         run_server(args.host, args.port, store=store, loop=args.loop, **options)

@@ -42,8 +42,10 @@ from types import TracebackType
 from typing import Any, Final, Self, cast
 
 from metrics_lab.fastpath import FastParser
+from metrics_lab.graphite import GraphiteIngest
+from metrics_lab.logs import nonblocking_logging
 from metrics_lab.protocol import DEFAULT_MAX_LINE
-from metrics_lab.session import ANSWER_BATCH, ANSWER_PIECE, ServerSession, SimpleParser
+from metrics_lab.session import ANSWER_BATCH, ANSWER_PIECE, ServerSession, Session, SimpleParser
 from metrics_lab.storage import MemoryStore, Storage
 
 __all__ = [
@@ -125,6 +127,10 @@ class _ServerState:
         self.all_closed.set()
         self._evicted = 0  # connections closed to make room since the last warning about it
         self._eviction_logged_at: float | None = None
+
+    def new_session(self) -> ServerSession:
+        """A main-port connection's session."""
+        return ServerSession(self.store, parser=self.parser, max_line=self.max_line)
 
     def admit(self, connection: _Connection, now: float) -> bool:
         """Count a new connection in, unless the server is stopping.
@@ -266,7 +272,7 @@ class _Watchdog:
         self,
         connection: _Connection,
         transport: asyncio.Transport,
-        session: ServerSession,
+        session: Session,
         state: _ServerState,
     ) -> None:
         self._connection = connection
@@ -321,10 +327,16 @@ class _Watchdog:
 
 
 class _Connection(asyncio.Protocol):
-    """Moves bytes between one socket and its session; watches its deadlines."""
+    """Moves bytes between one socket and its session; watches its deadlines.
+
+    The session is what ``new_session`` makes: the main protocol's, or a Graphite port's
+    (:mod:`metrics_lab.graphite`). Both are a :class:`~metrics_lab.session.Session`, so the
+    limits, flow control and deadlines here apply to both.
+    """
 
     __slots__ = (
         "_flow",
+        "_new_session",
         "_pump",
         "_session",
         "_state",
@@ -335,9 +347,12 @@ class _Connection(asyncio.Protocol):
         "pumped",
     )
 
-    def __init__(self, state: _ServerState, pump: _Pump) -> None:
+    def __init__(
+        self, state: _ServerState, pump: _Pump, new_session: Callable[[], Session]
+    ) -> None:
         self._state = state
         self._pump = pump
+        self._new_session = new_session
         self._transport: asyncio.Transport | None = None
         self.pumped = False  # the pump gives it turns: its answers do not fit in one piece
         self._waited: Future[None] | None = None  # the store future we asked to be woken by
@@ -355,7 +370,7 @@ class _Connection(asyncio.Protocol):
             tcp.abort()  # stopping: no answer, no buffers, gone at once
             return
         self._transport = tcp
-        self._session = ServerSession(state.store, parser=state.parser, max_line=state.max_line)
+        self._session: Session = self._new_session()
         self._flow = _FlowControl(tcp)
         # Room for a few pieces of a big answer, so we encode the next while the system
         # sends the last; a peer that does not read still holds at most this much of ours.
@@ -547,6 +562,10 @@ class MetricsServer:
       seconds is closed (``None``, the default, keeps quiet connections open, as notebooks
       want).
 
+    ``graphite_port`` (off with ``None``, the default) also accepts Graphite's plaintext
+    protocol on that port of the same host, into the same store, under the same limits (its
+    connections count towards ``max_connections``); see :mod:`metrics_lab.graphite`.
+
     Use it as an async context manager::
 
         async with MetricsServer(port=0) as server:
@@ -566,6 +585,7 @@ class MetricsServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float | None = None,
         line_timeout: float | None = DEFAULT_LINE_TIMEOUT,
+        graphite_port: int | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
@@ -586,6 +606,13 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._stopped = asyncio.Event()
+        # Graphite plaintext on a second port (metrics_lab.graphite), when asked for.
+        self.requested_graphite_port = graphite_port
+        self.graphite = (
+            None if graphite_port is None else GraphiteIngest(self.store, max_line=max_line)
+        )
+        self._graphite_server: asyncio.Server | None = None
+        self._graphite_address: tuple[str, int] | None = None
 
     async def start(self) -> None:
         """Bind and start accepting connections; returns once the port is open."""
@@ -596,11 +623,39 @@ class MetricsServer:
         state, pump = self._state, _Pump(loop)
         state.accepting = True
         self._server = await loop.create_server(
-            lambda: _Connection(state, pump), self.requested_host, self.requested_port
+            lambda: _Connection(state, pump, state.new_session),
+            self.requested_host,
+            self.requested_port,
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         self._address = (str(host), int(port))
         logger.info("serving metrics on %s:%d", self.host, self.port)
+        if self.graphite is not None:
+            await self._start_graphite(self.graphite, pump)
+
+    async def _start_graphite(self, graphite: GraphiteIngest, pump: _Pump) -> None:
+        """Listen for Graphite plaintext too (after the main port: see ``stopping``)."""
+        state = self._state
+        try:
+            self._graphite_server = await asyncio.get_running_loop().create_server(
+                lambda: _Connection(state, pump, graphite.session),
+                self.requested_host,
+                self.requested_graphite_port,
+            )
+        except OSError as exc:
+            await self.stop()
+            where = f"{self.requested_host}:{self.requested_graphite_port}"
+            raise OSError(f"cannot take Graphite lines on {where}: {exc.strerror or exc}") from exc
+        host, port = self._graphite_server.sockets[0].getsockname()[:2]
+        self._graphite_address = (str(host), int(port))
+        logger.info("serving Graphite plaintext on %s:%d", host, port)
+
+    @property
+    def graphite_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the Graphite plaintext port (the real port, also for 0)."""
+        if self._graphite_address is None:
+            raise RuntimeError("the server has no Graphite port, or has not been started")
+        return self._graphite_address
 
     @property
     def host(self) -> str:
@@ -653,6 +708,9 @@ class MetricsServer:
         # run first, and after the close let their connection_made see that we are stopping.
         await asyncio.sleep(0)
         server.close()
+        graphite, self._graphite_server = self._graphite_server, None
+        if graphite is not None:
+            graphite.close()
         state.accepting = False
         await asyncio.sleep(0)
         for connection in list(state.connections):
@@ -663,6 +721,10 @@ class MetricsServer:
         for connection in list(state.connections):
             connection.abort()
         await server.wait_closed()
+        if graphite is not None:
+            await graphite.wait_closed()
+        if self.graphite is not None:
+            self.graphite.close()  # log what it counted and has not logged yet
         self._stopped.set()
         logger.info("server stopped")
 
@@ -734,11 +796,13 @@ def run_server(
     On the signal it stops accepting, flushes the answers to every request already read,
     closes the connections and returns (the caller then closes ``store`` if it made it).
     ``server_options`` (``parser``, ``max_line``, ``max_connections``, ``idle_timeout``,
-    ``line_timeout``) go to
-    :class:`MetricsServer`. ``loop`` picks the event loop (see :func:`event_loop_factory`).
+    ``line_timeout``, ``graphite_port``) go to :class:`MetricsServer`. ``loop`` picks the
+    event loop (see :func:`event_loop_factory`). Logging goes through a queue to a writer
+    thread meanwhile (:func:`~metrics_lab.logs.nonblocking_logging`): a stuck stderr cannot
+    stall the server.
     """
     server = MetricsServer(host, port, store=store, **server_options)
-    with asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
+    with nonblocking_logging(), asyncio.Runner(loop_factory=event_loop_factory(loop)) as runner:
         runner.run(_serve_until_signalled(server))
 
 

@@ -47,8 +47,9 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from itertools import chain
-from typing import Final
+from typing import Final, Protocol
 
+from metrics_lab.logs import LogSummary
 from metrics_lab.protocol import (
     ALL_KEYS,
     DEFAULT_MAX_LINE,
@@ -62,7 +63,7 @@ from metrics_lab.protocol import (
     WrongCommandError,
     encode_series_lines,
 )
-from metrics_lab.storage import STORED, Series, Storage
+from metrics_lab.storage import STORED, Series, Storage, one_line
 
 __all__ = [
     "ANSWER_BATCH",
@@ -70,10 +71,17 @@ __all__ = [
     "STORE_ERROR_ANSWER",
     "Item",
     "ServerSession",
+    "Session",
     "SimpleParser",
 ]
 
 logger = logging.getLogger("metrics_lab.session")
+
+# During an outage every batch is refused: one line per interval, not one per batch.
+_UNSTORED = LogSummary(
+    logger,
+    "the store failed to take {count} point(s) from {events} batch(es); the last: {example}",
+)
 
 ANSWER_BATCH: Final = 256 * 1024
 """About how many bytes :meth:`ServerSession.data_to_send` returns at most in one call,
@@ -97,6 +105,40 @@ its clients holds a bounded number of their points, not whatever they manage to 
 
 STORE_ERROR_ANSWER: Final = b"error\nstore unavailable\n\n"
 """The answer to a request that the store could not serve (PROTOCOL.md, "When the store fails")."""
+
+
+class Session(Protocol):
+    """What the server's connection class calls on a session: the whole interface.
+
+    :class:`ServerSession` is the main protocol's; :class:`~metrics_lab.graphite.GraphiteSession`
+    (which never answers) is the Graphite port's. The server moves bytes, applies flow control
+    and watches deadlines the same way for any session that has these.
+    """
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the peer, cut anywhere; ``b""`` means the peer sends no more."""
+
+    def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
+        """The answers that are ready, at most about ``limit`` bytes; ``b""`` for none."""
+
+    def run_held_requests(self) -> bool:
+        """Run the held-back requests that may run now; say whether any ran."""
+
+    @property
+    def waiting_for(self) -> Future[None] | None:
+        """The store's future to be woken by (then call the two methods above), or ``None``."""
+
+    @property
+    def wants_data(self) -> bool:
+        """Whether more bytes are welcome (the server stops reading while this is false)."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the connection may close: no more requests, every answer taken."""
+
+    @property
+    def partial_line(self) -> int:
+        """How many bytes of an unfinished line are buffered (for the line timeout)."""
 
 
 class ServerSession:
@@ -366,7 +408,7 @@ class _PutAnswers(_Answer):
         failure = written.exception()
         if failure is None:
             return OK_ANSWER * self._count
-        logger.warning("the store failed to take %d point(s): %s", self._count, failure)
+        _UNSTORED.add(self._count, one_line(failure))
         return STORE_ERROR_ANSWER * self._count
 
     def peek(self) -> Future[None] | None:

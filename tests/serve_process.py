@@ -26,7 +26,8 @@ class ServeProcess:
 
     ``argv`` replaces that whole command line (no ``args`` then), for a child that runs the
     server its own way but logs the same listening line; ``start_timeout`` bounds the wait
-    for that line.
+    for that line. ``hold_log=True`` stops reading the child's log after that line, until
+    :meth:`read_log`: a child whose stderr nobody reads (it fills the pipe and then waits).
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class ServeProcess:
         *args: str,
         argv: Sequence[str] | None = None,
         start_timeout: float = START_TIMEOUT,
+        hold_log: bool = False,
     ) -> None:
         if argv is not None and args:
             raise TypeError("give either args or argv, not both")
@@ -46,6 +48,9 @@ class ServeProcess:
         )
         self.log: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reading = threading.Event()
+        if not hold_log:
+            self._reading.set()
         threading.Thread(target=self._drain, daemon=True).start()
         self.address = self._wait_for_address()
 
@@ -54,7 +59,13 @@ class ServeProcess:
         for line in self.proc.stderr:
             self.log.append(line)
             self._lines.put(line)
+            if _LISTENING.search(line):
+                self._reading.wait()
         self._lines.put(None)
+
+    def read_log(self) -> None:
+        """Read the child's log again (held since the start by ``hold_log=True``)."""
+        self._reading.set()
 
     def _wait_for_address(self) -> tuple[str, int]:
         while True:
@@ -98,6 +109,7 @@ class ServeProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
+        self.read_log()
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(20)

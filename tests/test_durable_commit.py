@@ -163,7 +163,7 @@ import sys
 from metrics_lab import cli
 from metrics_lab.sqlite_store import SQLiteStore
 cli.open_store = lambda db: SQLiteStore(db, max_size_bytes=int(sys.argv[2]))
-sys.exit(cli.main(["serve", "--port", "0", "--db", sys.argv[1]]))
+sys.exit(cli.main(["serve", "--port", "0", "--db", sys.argv[1], *sys.argv[3:]]))
 """
 
 

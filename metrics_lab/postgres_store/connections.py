@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import psycopg
 
+from metrics_lab.logs import LogSummary
 from metrics_lab.storage import StoreFailure, one_line
 
 __all__ = ["Connector", "logger", "safe_url"]
@@ -66,6 +67,9 @@ class Connector:
         self.statement_timeout = statement_timeout
         self.connect_timeout = connect_timeout
         self._health = _Health()
+        self._unreachable = LogSummary(  # every lane retries: a line per interval, not per try
+            logger, "cannot reach the database ({count} attempt(s)); the last error: {example}"
+        )
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new connection with the statement timeout set (raises psycopg's errors)."""
@@ -95,11 +99,16 @@ class Connector:
             fresh = self.connect()
         except psycopg.Error as exc:
             self._health.failed(exc)
-            logger.warning("cannot reach the database: %s", one_line(exc))
+            self._unreachable.add(1, one_line(exc))
             raise StoreFailure(f"cannot reach the database: {one_line(exc)}") from exc
         if self._health.succeeded():
+            self._unreachable.flush()  # the failed attempts held back come first
             logger.warning("reconnected to the database")
         return fresh
+
+    def close(self) -> None:
+        """Log the failed attempts still held back (the store closes)."""
+        self._unreachable.close()
 
     @staticmethod
     def after_error(db: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:

@@ -97,3 +97,4 @@ class PostgresStore(Storage):
             return
         self._writers.close()
         self._readers.close()
+        self._connector.close()

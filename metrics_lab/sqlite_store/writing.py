@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from array import array
 
+from metrics_lab.logs import LogSummary
 from metrics_lab.pending_write import PendingWrite
 from metrics_lab.sqlite_store.compaction import Compaction
 from metrics_lab.sqlite_store.database import INSERT_JOURNAL, Database, JournalRow, logger, pack
@@ -73,6 +74,12 @@ class Writer:
         self._max_size = max_size
         self._size_changed = False  # opening applied the first cap itself
         self._close_error: BaseException | None = None
+        self._refusals = LogSummary(  # an outage refuses every commit: a line per interval
+            logger,
+            "the database {path} refused {count} point(s) in {events} commit(s); the last "
+            "error: {example}",
+            path=self._path,
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"SQLiteStore({self._path.name})", daemon=True
         )
@@ -112,6 +119,7 @@ class Writer:
             self._closing = True
             self._wakeup.notify()
         self._thread.join()
+        self._refusals.close()
         error, self._close_error = self._close_error, None
         return error if first else None
 
@@ -156,14 +164,7 @@ class Writer:
         except Exception as exc:
             # SQLite may have rolled back the whole transaction by itself (SQLITE_FULL
             # does): whatever it did, none of the group is committed.
-            points = sum(len(pending.batch) for _, pending in group)
-            logger.warning(
-                "the database %s refused %d point(s) from %d batch(es): %s",
-                self._path,
-                points,
-                len(group),
-                one_line(exc),
-            )
+            self._refusals.add(sum(len(pending.batch) for _, pending in group), one_line(exc))
             for _, pending in group:
                 pending.part_done(
                     StoreFailure(f"the database {self._path} refused the points: {one_line(exc)}")
