@@ -3,7 +3,7 @@
 ``metrics-lab serve --db postgresql://user@host:port/dbname`` (and ``serve_in_background(db=URL)``)
 opens a :class:`PostgresStore`. The servers hold no data of their own: any number of them,
 on any machines, can share one database, behind a TCP load balancer. Needs psycopg 3, the
-``postgres`` extra (``pip install 'metrics-lab[postgres]'``).
+``postgres`` extra (``pip install -e '.[postgres]'`` in the checkout).
 
 How it keeps the :class:`~metrics_lab.storage.Storage` contract without ever blocking the
 server's event loop:
