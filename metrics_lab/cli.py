@@ -296,19 +296,27 @@ def _listen_port(text: str) -> int:
     return _port_in(text, 0)
 
 
+MAX_SECONDS = 7 * 24 * 3600
+"""The longest timeout taken: a week (the system's timers refuse some longer ones)."""
+
+
 def _seconds(text: str) -> float:
-    """A finite number of seconds above 0."""
+    """A number of seconds above 0, up to :data:`MAX_SECONDS`."""
     seconds = _finite(text, "a number of seconds")
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0 and up to {MAX_SECONDS} (a week)"
+        )
     return seconds
 
 
 def _seconds_or_never(text: str) -> float:
-    """A finite number of seconds, 0 or more; 0 means never."""
+    """A number of seconds up to :data:`MAX_SECONDS`, or 0 for never."""
     seconds = _finite(text, "a number of seconds")
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is below 0: give seconds, or 0 for never")
+    if not 0 <= seconds <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0 (never) to {MAX_SECONDS} (a week)"
+        )
     return seconds
 
 
