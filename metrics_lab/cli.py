@@ -144,9 +144,8 @@ examples:
   metrics-lab get '*'
   metrics-lab get '*' --host 10.0.0.5 --port 9000""",
     )
-    get.add_argument(
-        "key", nargs="+", action=_OneKey, help="metric name, or '*' (quoted in the shell) for all"
-    )
+    get.add_argument("key", type=_get_key, help="metric name, or '*' (quoted in the shell) for all")
+    get.add_argument("more_keys", nargs="*", action=_UnquotedStar, help=argparse.SUPPRESS)
     _add_address(get, port=_port)
     get.set_defaults(run=_get)
 
@@ -368,8 +367,17 @@ def _put_key(text: str) -> str:
     return text
 
 
-class _OneKey(argparse.Action):
-    """``get``'s key: exactly one, either ``*`` or a key without a ``*``.
+def _get_key(text: str) -> str:
+    """A key to get: ``*`` (every key), or a key without a ``*`` (there are no patterns)."""
+    if "*" in text and text != "*":
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a key: '*' alone means every key, and {_NO_PATTERNS}"
+        )
+    return text
+
+
+class _UnquotedStar(argparse.Action):
+    """Refuses words after ``get``'s key, hidden from the help: ``get`` takes one key.
 
     More than one is almost always an unquoted ``*`` that the shell replaced by the names of
     the files in the current folder, so the error says to quote it.
@@ -382,20 +390,14 @@ class _OneKey(argparse.Action):
         values: str | Sequence[object] | None,
         option_string: str | None = None,
     ) -> None:
-        keys = [str(value) for value in values or ()]
+        keys = [namespace.key, *(str(value) for value in values or ())]
         if len(keys) > 1:
             shown = " ".join(keys[:3]) + (" ..." if len(keys) > 3 else "")
             raise argparse.ArgumentError(
-                self,
+                None,
                 f"get takes one key, not {len(keys)} ({shown}); an unquoted * becomes the "
                 f"names of the files here: {QUOTE_THE_STAR}",
             )
-        [key] = keys
-        if "*" in key and key != "*":
-            raise argparse.ArgumentError(
-                self, f"{key!r} is not a key: '*' alone means every key, and {_NO_PATTERNS}"
-            )
-        setattr(namespace, self.dest, key)
 
 
 class _Database(NamedTuple):
