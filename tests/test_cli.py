@@ -349,7 +349,11 @@ def test_a_reader_that_leaves_early_ends_get_quietly(server: BackgroundServer) -
         process.stdout.close()
         assert process.wait(TIMEOUT * 4) == 1
         assert process.stderr is not None
-        assert process.stderr.read() == ""
+        err = process.stderr.read()
+    assert "Traceback" not in err
+    # POSIX reports the closed pipe as such (EPIPE), and nothing is printed; Windows reports
+    # EINVAL, an OSError like any other, which gets its one line.
+    assert err == "" if sys.platform != "win32" else err.count("\n") <= 1
 
 
 def test_postgresql_without_psycopg_names_the_install_step(
