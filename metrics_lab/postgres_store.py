@@ -80,8 +80,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
-import psycopg
-from psycopg import errors
+from metrics_lab.extras import missing_extra
+
+try:
+    import psycopg
+    from psycopg import errors
+except ModuleNotFoundError as exc:  # the postgres extra is not installed
+    raise missing_extra(__name__, "postgres", "psycopg[binary]", exc) from None
 
 from metrics_lab.storage import (
     SNAPSHOT_PIECE,

@@ -140,31 +140,32 @@ def test_the_core_runs_on_the_standard_library_alone(bare_venv: Path) -> None:
     assert Path(where).parent.name == "metrics_lab"  # the package's copy, not the checkout's
 
 
+DATA_HINT = "pip install -e '.[data]' in the metrics_lab checkout, or pip install pandas matplotlib"
+POSTGRES_HINT = (
+    "pip install -e '.[postgres]' in the metrics_lab checkout, or pip install 'psycopg[binary]'"
+)
+
+
 @pytest.mark.parametrize(
-    ("code", "message"),
+    ("module", "needs", "hint"),
     [
-        ("import metrics_lab.frames", "ModuleNotFoundError: metrics_lab.frames needs numpy: "),
-        ("import metrics_lab.plots", "ModuleNotFoundError: metrics_lab.plots needs matplotlib: "),
+        ("metrics_lab.frames", "numpy", DATA_HINT),
+        ("metrics_lab.plots", "matplotlib", DATA_HINT),
+        ("metrics_lab.postgres_store", "psycopg", POSTGRES_HINT),
     ],
 )
 def test_a_helper_without_its_extra_says_what_to_install(
-    bare_venv: Path, code: str, message: str
+    bare_venv: Path, module: str, needs: str, hint: str
 ) -> None:
     python = "python.exe" if os.name == "nt" else "python"
-    done = _run(bare_venv, python, "-c", code)
+    done = _run(bare_venv, python, "-c", f"import {module}")
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last == (
-        f"{message}pip install -e '.[data]' in the metrics_lab checkout, "
-        "or pip install pandas matplotlib"
-    )
+    assert last == f"ModuleNotFoundError: {module} needs {needs}: {hint}"
 
 
 def test_postgresql_without_its_extra_says_what_to_install(bare_venv: Path) -> None:
     url = "postgresql://metrics@127.0.0.1/metrics"
     done = _run(bare_venv, "metrics-lab", "serve", "--port", "0", "--db", url)
     assert done.returncode == 1
-    assert done.stderr == (
-        "metrics-lab: a postgresql:// database needs psycopg: pip install -e '.[postgres]' "
-        "in the metrics_lab checkout, or pip install 'psycopg[binary]'\n"
-    )
+    assert done.stderr == f"metrics-lab: a postgresql:// database needs psycopg: {POSTGRES_HINT}\n"
