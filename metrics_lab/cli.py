@@ -263,7 +263,13 @@ examples:
 def _add_address(
     parser: argparse.ArgumentParser, *, port: Callable[[str], int], client: bool = True
 ) -> None:
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
+    where = (
+        f"the server's address (default: {DEFAULT_HOST})"
+        if client
+        else f"the address to listen on (default: {DEFAULT_HOST}, this machine only; "
+        "0.0.0.0: every interface)"
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help=where)
     parser.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
     if client:
         parser.add_argument(
