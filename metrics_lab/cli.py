@@ -65,11 +65,11 @@ QUOTE_THE_STAR = "to get every key, quote the star: metrics-lab get '*'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (``sys.argv[1:]`` by default); return the exit status."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as done:  # --help, --version, or a usage error (printed already)
-        return done.code if isinstance(done.code, int) else 2
+    """Run the command line ``argv`` (``sys.argv[1:]`` by default); return the exit status.
+
+    ``--help``, ``--version`` and usage errors end in argparse's ``SystemExit`` (0 or 2).
+    """
+    args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)
     except KeyboardInterrupt:  # Ctrl-C: the user knows why we stop, and the shell shows ^C

@@ -109,7 +109,9 @@ def test_put_says_what_it_stored(
 def test_a_port_out_of_range_is_one_line(
     argv: list[str], port: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*argv, "--port", port]) == 2
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "--port", port])
+    assert caught.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"metrics-lab {argv[0]}: argument --port: '{port}' is not a TCP port")
@@ -179,7 +181,9 @@ def test_serve_on_a_port_in_use_names_the_cause_and_the_fix(
 
 def one_line_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """Run ``argv``, check that it is a usage error in one line, and return that line."""
-    assert main(argv) == 2
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1, captured.err
@@ -274,7 +278,9 @@ def test_get_of_a_key_that_is_also_a_file_name_here(
 
 
 def test_version_is_the_installed_distribution_s(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--version"]) == 0
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
     assert capsys.readouterr().out == f"metrics-lab {metrics_lab.__version__}\n"
     assert importlib.metadata.version("metrics-lab") == metrics_lab.__version__
 
@@ -283,7 +289,9 @@ def test_version_is_the_installed_distribution_s(capsys: pytest.CaptureFixture[s
 def test_each_command_s_help_describes_it_with_an_example(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([command, "--help"]) == 0
+    with pytest.raises(SystemExit) as caught:
+        main([command, "--help"])
+    assert caught.value.code == 0
     usage, description, *_, examples = capsys.readouterr().out.split("\n\n")
     assert usage.startswith(f"usage: metrics-lab {command}")
     assert len(description.split()) >= 8  # a sentence, not the one-line summary
@@ -292,7 +300,8 @@ def test_each_command_s_help_describes_it_with_an_example(
 
 
 def test_serve_help_says_the_protocol_is_not_secured(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--help"]) == 0
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "no authentication and no encryption" in help_text
     assert "PGPASSWORD" in help_text
