@@ -105,6 +105,10 @@ def test_test_tools_are_not_an_extra_a_learner_can_get() -> None:
     assert learner.isdisjoint({"playwright", "pytest", "mypy", "ruff"})
 
 
+_OWN_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+"""The environment for the bare venv: no PYTHONPATH that would show it another metrics_lab."""
+
+
 @pytest.fixture(scope="module")
 def bare_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment with the wheel and nothing else: its ``bin`` folder."""
@@ -113,16 +117,15 @@ def bare_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     scripts = folder / ("Scripts" if os.name == "nt" else "bin")
     python = scripts / ("python.exe" if os.name == "nt" else "python")
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
-    subprocess.run([*install, "--no-index", str(wheel)], check=True, timeout=120)
+    subprocess.run([*install, "--no-index", str(wheel)], check=True, timeout=120, env=_OWN_ENV)
     return scripts
 
 
 def _run(scripts: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run a program of ``scripts`` outside the checkout, so only the installed wheel counts."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     program = [str(scripts / argv[0]), *argv[1:]]
     return subprocess.run(
-        program, capture_output=True, text=True, timeout=120, env=env, cwd=scripts, check=False
+        program, capture_output=True, text=True, timeout=120, env=_OWN_ENV, cwd=scripts, check=False
     )
 
 
