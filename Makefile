@@ -8,7 +8,11 @@ BIN := $(VENV)/Scripts
 else
 BIN := $(VENV)/bin
 endif
+# Two levels, each with its stamp: what a learner needs (make demo, make lab: the notebooks,
+# PostgreSQL's driver for chapter 07), and on top of it the test and lint tools (make test).
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+LEARNER_EXTRAS := lab,postgres
 
 .PHONY: help venv demo test lint typecheck lab edit-notebooks strip bench clean
 
@@ -23,25 +27,30 @@ help:
 	@echo "make bench  benchmark against the baseline server, then durable vs in-memory ingest"
 	@echo "make clean  remove .venv and build/"
 
-venv: $(STAMP)
+venv: $(DEV_STAMP)
 
+# pip 25.1 is the first to install dependency groups (--group dev below).
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "metrics_lab needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[lab,dev]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e '.[$(LEARNER_EXTRAS)]'
 	-git rev-parse --git-dir >/dev/null 2>&1 && sh tools/nbstripout.sh --install
 	@touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --group dev
+	@touch $(DEV_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/metrics-lab demo
 	$(BIN)/python tools/export_notebooks.py --notebooks notebooks --build build
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
 # Browser tests (tests/test_browser.py) run too when Chromium is installed, and skip otherwise.

@@ -62,3 +62,4 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+"""The package's version: the only place it is written (pyproject.toml reads it from here)."""

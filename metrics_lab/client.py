@@ -315,7 +315,7 @@ def progress_bar(
     except ImportError as exc:
         raise ImportError(
             "put_many(progress=True) draws its bar with tqdm, which is not installed: "
-            "pip install tqdm (it comes with metrics-lab[lab]), or leave progress off"
+            "pip install tqdm (the lab extra has it), or leave progress off"
         ) from exc
     total = len(points) if isinstance(points, Sized) else None
     bar = tqdm(total=total, unit="point", unit_scale=True, desc="put_many")

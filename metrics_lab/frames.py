@@ -26,8 +26,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
-import pandas as pd
+from metrics_lab.extras import missing_extra
+
+try:
+    import numpy as np
+    import pandas as pd
+except ModuleNotFoundError as exc:  # the data extra is not installed
+    raise missing_extra(__name__, "data", "pandas matplotlib", exc) from None
 
 from metrics_lab.errors import ClientError
 from metrics_lab.protocol import (

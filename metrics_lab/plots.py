@@ -20,13 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib.dates as mdates
-import pandas as pd
-from matplotlib.artist import Artist
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.legend import Legend
-from matplotlib.patches import Patch
+from metrics_lab.extras import missing_extra
+
+try:
+    import matplotlib.dates as mdates
+    import pandas as pd
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.legend import Legend
+    from matplotlib.patches import Patch
+except ModuleNotFoundError as exc:  # the data extra is not installed
+    raise missing_extra(__name__, "data", "pandas matplotlib", exc) from None
 
 from metrics_lab.frames import GetResult, to_frame
 

@@ -41,6 +41,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
+from metrics_lab.extras import install_hint
 from metrics_lab.fastpath import FastParser
 from metrics_lab.graphite import GraphiteIngest
 from metrics_lab.logs import nonblocking_logging
@@ -774,7 +775,7 @@ def event_loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEvent
     except ImportError:
         if loop == "uvloop":
             raise LoopUnavailableError(
-                "uvloop is not installed; install it with: pip install 'metrics-lab[fast]' "
+                f"uvloop is not installed: {install_hint('fast', 'uvloop')} "
                 "(not available on Windows), or use --loop asyncio"
             ) from None
         return None

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from metrics_lab.extras import install_hint
 from metrics_lab.sqlite_store import SQLiteStore
-from metrics_lab.storage import Storage
+from metrics_lab.storage import Storage, StoreOpenError
 
 __all__ = ["POSTGRES_SCHEMES", "open_store"]
 
@@ -31,7 +32,11 @@ def open_store(db: str | os.PathLike[str]) -> Storage:
     """
     text = os.fspath(db)
     if text.startswith(POSTGRES_SCHEMES):
-        from metrics_lab.postgres_store import PostgresStore  # needs psycopg: imported on demand
+        try:  # psycopg is the postgres extra: imported on demand
+            from metrics_lab.postgres_store import PostgresStore
+        except ModuleNotFoundError as exc:
+            hint = install_hint("postgres", "psycopg[binary]")
+            raise StoreOpenError(f"a postgresql:// database needs {exc.name}: {hint}") from None
 
         return PostgresStore(text)
     return SQLiteStore(text)

@@ -39,7 +39,7 @@ def pg_cluster() -> Iterator[Cluster]:
     try:
         import psycopg  # noqa: F401 (only: is the driver there?)
     except ImportError:
-        _missing("psycopg is not installed: pip install 'metrics-lab[postgres]'")
+        _missing("psycopg is not installed: pip install -e '.[postgres]' in the checkout")
     if find_postgres_bin() is None:
         _missing(INSTALL_HINT)
     # fsync off: faster, and still safe for what the tests crash (processes, not the machine).

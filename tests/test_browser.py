@@ -77,7 +77,7 @@ def _missing() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "Playwright is not installed: run make venv (it installs the dev extras)"
+        return "Playwright is not installed: run make test once (it installs the dev group)"
     if not Path(CHROMIUM).is_file():
         return f"no Chromium at {CHROMIUM}: install it with apt-get install chromium"
     return None

@@ -3,7 +3,7 @@
 ``metrics-lab serve --db postgresql://user@host:port/dbname`` (and ``serve_in_background(db=URL)``)
 opens a :class:`PostgresStore`. The servers hold no data of their own: any number of them,
 on any machines, can share one database, behind a TCP load balancer. Needs psycopg 3, the
-``postgres`` extra (``pip install 'metrics-lab[postgres]'``).
+``postgres`` extra (``pip install -e '.[postgres]'`` in the checkout).
 
 How it keeps the :class:`~metrics_lab.storage.Storage` contract without ever blocking the
 server's event loop:
@@ -76,6 +76,13 @@ The package, one part per module:
 - :mod:`~metrics_lab.postgres_store.reading`: the reader threads and their chunked scans;
 - :mod:`~metrics_lab.postgres_store.store`: :class:`PostgresStore`, which holds one of each.
 """
+
+from metrics_lab.extras import missing_extra
+
+try:
+    import psycopg  # noqa: F401 (only: is the postgres extra installed?)
+except ModuleNotFoundError as exc:
+    raise missing_extra(__name__, "postgres", "psycopg[binary]", exc) from None
 
 from metrics_lab.postgres_store.opening import POINTS_TABLE, SCHEMA_TABLE, SCHEMA_VERSION
 from metrics_lab.postgres_store.reading import FETCH_ROWS
