@@ -43,55 +43,78 @@ def _printed(notebook: nbformat.NotebookNode, part: str) -> str:
     return _stdout(cells[0])
 
 
-def test_the_session_holds_a_get_until_the_puts_before_it_are_stored(executed):
-    held = _printed(executed, 'session.receive_data(b"put cpu 1 1\\nput cpu 2 2\\nget cpu')
-    assert "ready to send:    b''" in held
-    assert "writes started:   2" in held
-    assert "wants more bytes: False" in held
-    assert "a get now would wait because: an earlier put is not stored yet" in held
-    assert "a put now would wait because: None" in held
-    steps = _printed(executed, 'print("batches committed:  ", later.commit())')
-    assert "data_to_send:        b'ok\\n\\nok\\n\\n'" in steps, "data_to_send runs no request"
-    assert "run_held_requests:   True" in steps
-    assert "b'ok\\ncpu 1.0 1\\ncpu 2.0 2\\n\\n'" in steps, "the get sees both puts, not the third"
-    assert "waiting for, wants:  None True" in steps
-
-
-def test_a_get_reads_its_snapshot(executed):
-    first = _printed(executed, "first = session.data_to_send(20_000)")
-    assert "the get behind it waits because: the get before it is still being answered" in first
-    assert "zzz already stored: [Series(key='zzz'" in first
-    rest = _printed(executed, "rest = drain(session)")
-    assert "big answer: 5000 points; mentions zzz: False" in rest
-    assert "then: b'ok\\n\\nok\\nzzz 1.0 1\\n\\n'" in rest
-
-
-def test_the_durable_store_answers_later_and_keeps_the_points(executed):
-    futures = _printed(executed, "durable = SQLiteStore(db_path)")
-    assert "memory store's future is STORED: True" in futures
-    assert "SQLite store's future is STORED: False" in futures
-    assert "who commits: ['SQLiteStore(metrics.db)']" in futures
-    by_hand = _printed(executed, "def serve_by_hand(")
-    assert by_hand.startswith(
+PRINTED = {
+    # The cell (a part of its source) -> what its output holds, as the prose after it says.
+    'session.receive_data(b"put cpu 1 1\\nput cpu 2 2\\nget cpu': [
+        "ready to send:    b''",
+        "writes started:   2",
+        "wants more bytes: False",
+        "a get now would wait because: an earlier put is not stored yet",
+        "a put now would wait because: None",
+    ],
+    'print("batches committed:  ", later.commit())': [
+        "data_to_send:        b'ok\\n\\nok\\n\\n'",  # data_to_send runs no request
+        "run_held_requests:   True",
+        "b'ok\\ncpu 1.0 1\\ncpu 2.0 2\\n\\n'",  # the get sees both puts, not the third
+        "waiting for, wants:  None True",
+    ],
+    "first = session.data_to_send(20_000)": [
+        "the get behind it waits because: the get before it is still being answered",
+        "zzz already stored: [Series(key='zzz'",
+    ],
+    "rest = drain(session)": [
+        "big answer: 5000 points; mentions zzz: False",
+        "then: b'ok\\n\\nok\\nzzz 1.0 1\\n\\n'",
+    ],
+    "durable = SQLiteStore(db_path)": [
+        "memory store's future is STORED: True",
+        "SQLite store's future is STORED: False",
+        "who commits: ['SQLiteStore(metrics.db)']",
+    ],
+    "def serve_by_hand(": [
         "b'ok\\n\\nok\\n\\nok\\ndisk.used 41.5 1700000000\\ndisk.used 42.0 1700000060\\n"
-        "disk.used 42.5 1700000120\\n\\n'"
-    )
-    reopened = _printed(executed, "reopened = SQLiteStore(db_path)")
-    assert "timestamps=[1700000000, 1700000060, 1700000120]" in reopened
-    assert "temporary folder removed: True" in reopened
+        "disk.used 42.5 1700000120\\n\\n'",
+    ],
+    "reopened = SQLiteStore(db_path)": [
+        "timestamps=[1700000000, 1700000060, 1700000120]",
+        "temporary folder removed: True",
+    ],
+    "MAX_QUEUED_ANSWERS: ": [
+        "writes started: 1024 | wants more bytes: False",
+        "the next put waits because: too many answers",
+    ],
+    'answers = b""\nwhile': ["oks: 1100 | wants more bytes: True"],
+    "greedy = socket.create_connection(": [
+        "before reading, the put is stored: {}",
+        "after reading 41 answers",
+        "{'late.put': [(1, 1.0)]}",
+    ],
+    "by_fast = answers_to(": ["same bytes: True"],
+    "serve_in_background(max_connections=3)": [
+        "open connections: 3",
+        "d: put -> b'ok\\n\\n'",
+        "a: get d -> b'ok\\nd 1.0 1\\n\\n'",
+        "b: get d -> b''",  # closed to make room: the quietest
+        "c: get d -> b'ok\\nd 1.0 1\\n\\n'",
+        "log: connection limit (3) reached: closed 1 quiet connection(s)",
+    ],
+    "serve_in_background(line_timeout=0.3)": [
+        "the server sent b'' and closed the connection after",
+    ],
+}
 
 
-def test_flow_control_holds_back_requests_and_bounds_the_buffer(executed):
-    bounded = _printed(executed, "MAX_QUEUED_ANSWERS: ")
-    assert "writes started: 1024 | wants more bytes: False" in bounded
-    assert "the next put waits because: too many answers" in bounded
-    assert "oks: 1100 | wants more bytes: True" in _printed(executed, 'answers = b""\nwhile')
-    greedy = _printed(executed, "greedy = socket.create_connection(")
-    assert "before reading, the put is stored: {}" in greedy
-    assert "after reading 41 answers" in greedy
-    assert "{'late.put': [(1, 1.0)]}" in greedy
-    over = re.search(r"the high-water mark \+ (-?\d+)", greedy)
-    assert over is not None, greedy
+@pytest.mark.parametrize("cell", PRINTED)
+def test_the_cell_prints_what_the_prose_describes(executed, cell):
+    printed = _printed(executed, cell)
+    missing = [part for part in PRINTED[cell] if part not in printed]
+    assert missing == [], f"printed:\n{printed}"
+
+
+def test_flow_control_bounds_what_a_peer_that_does_not_read_holds(executed):
+    printed = _printed(executed, "greedy = socket.create_connection(")
+    over = re.search(r"the high-water mark \+ (-?\d+)", printed)
+    assert over is not None, printed
     # One write of a turn may pass the mark: a piece and the lines of one encoding step.
     assert int(over[1]) < PUMP_PIECE + 64 * 1024, "flow control stops writing past the mark"
 
@@ -106,20 +129,7 @@ def test_fair_turns_experiment_restores_the_budget_and_prints_three_cases(execut
     assert "the worst round trip without the budget was" in printed
 
 
-def test_the_two_parsers_give_the_same_bytes_and_the_fast_one_runs_fewer_lines(executed):
-    assert "same bytes: True" in _printed(executed, "by_fast = answers_to(")
+def test_the_fast_parser_runs_fewer_lines(executed):
     lines = re.search(r"lines run: simple (\d+), fast (\d+)", _printed(executed, "count_lines("))
     assert lines is not None
     assert int(lines[2]) * 10 < int(lines[1])
-
-
-def test_at_the_limit_the_quietest_connection_makes_room(executed):
-    printed = _printed(executed, "serve_in_background(max_connections=3)")
-    assert "open connections: 3" in printed
-    assert "d: put -> b'ok\\n\\n'" in printed
-    assert "a: get d -> b'ok\\nd 1.0 1\\n\\n'" in printed
-    assert "b: get d -> b''" in printed
-    assert "c: get d -> b'ok\\nd 1.0 1\\n\\n'" in printed
-    assert "log: connection limit (3) reached: closed 1 quiet connection(s)" in printed
-    timeout = _printed(executed, "serve_in_background(line_timeout=0.3)")
-    assert timeout.startswith("the server sent b'' and closed the connection after")
