@@ -411,20 +411,23 @@ class _Connection(asyncio.Protocol):
             return False  # closed to make room: the pump must not write to it
         limit = PUMP_PIECE if turn else ANSWER_PIECE
         more = False
+        sent = 0
         try:
             while True:
-                data = session.data_to_send(limit)
+                data = session.data_to_send(limit - sent)
                 if self.pumped and not transport.get_write_buffer_size():
                     # A long answer, and the peer took all we wrote so far: it is alive.
                     self.last_sign_of_life = next(_SIGNS_OF_LIFE)
                 if data:
                     transport.write(data)
+                    sent += len(data)
                     if self._watchdog is not None:
                         self._watchdog.written += len(data)
-                if len(data) >= limit:
+                if sent >= limit:  # a piece's worth, of one answer or of several
                     more = self._flow.writing
                     break
-                if not session.run_held_requests():
+                # Answers that the peer does not take stop us, however small each is.
+                if not self._flow.writing or not session.run_held_requests():
                     break
         except Exception:
             logger.warning("%s: the store failed mid-answer; closing", self.peer, exc_info=True)

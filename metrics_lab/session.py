@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
+from itertools import chain
 from typing import Final
 
 from metrics_lab.protocol import (
@@ -60,7 +62,7 @@ from metrics_lab.protocol import (
     WrongCommandError,
     encode_series_lines,
 )
-from metrics_lab.storage import STORED, Series, Snapshot, Storage
+from metrics_lab.storage import STORED, Series, Storage
 
 __all__ = [
     "ANSWER_BATCH",
@@ -102,8 +104,9 @@ class ServerSession:
 
     ``store`` is shared with the other sessions of the server; ``parser`` turns lines into
     requests (a :class:`SimpleParser` unless given); ``max_line`` bounds a request line.
-    A session holds little until it is used: its queues are made when first needed, so
-    that ten thousand idle connections cost little memory.
+    A session holds little until it is used: the queues that only a held-back request or a
+    durable store needs are made when first needed, so that ten thousand idle connections
+    cost little memory.
     """
 
     __slots__ = (
@@ -131,7 +134,9 @@ class ServerSession:
         self.parser = SimpleParser() if parser is None else parser
         self._lines = LineReader(max_line)
         self._held: deque[Item] | None = None  # received, not yet run
-        self._answers: deque[_Answer] | None = None  # run, not yet sent whole
+        # Run, not yet sent whole: a list, not a deque (56 bytes empty, not 600; at most
+        # MAX_QUEUED_ANSWERS long, so taking its head is cheap enough).
+        self._answers: list[_Answer] = []
         self._ready: list[bytes] = []  # finished answers, before any in _answers
         self._unstored: deque[tuple[Future[None], int]] | None = None  # writes, their points
         self._unstored_points = 0  # how many points those writes hold
@@ -182,15 +187,13 @@ class ServerSession:
         while answers and size < limit:
             piece = answers[0].next_piece()
             if piece is None:  # that answer is complete
-                if isinstance(answers.popleft(), _GetAnswer):
+                if isinstance(answers.pop(0), _GetAnswer):
                     self._answering_get = False
             elif isinstance(piece, bytes):
                 out.append(piece)
                 size += len(piece)
             else:
                 break  # a future: the store has not answered yet
-        if not answers:
-            self._answers = None  # an idle session keeps no queue
         return b"".join(out)
 
     def run_held_requests(self) -> bool:
@@ -226,7 +229,7 @@ class ServerSession:
             self._unfixed_snapshot = None
         if self._unstored is not None:
             self._forget_stored()
-        if self._answers is not None and len(self._answers) >= MAX_QUEUED_ANSWERS:
+        if len(self._answers) >= MAX_QUEUED_ANSWERS:
             return "too many answers wait for the peer to read them"
         if self._unstored_points >= MAX_UNSTORED_POINTS:
             return "too many points wait for the store"
@@ -278,7 +281,7 @@ class ServerSession:
         """Run one request and queue its answer: finished, or waiting for the store."""
         if isinstance(item, GetRequest):
             get = _GetAnswer(self.store, None if item.key == ALL_KEYS else item.key)
-            self._queue(get)
+            self._answers.append(get)
             self._answering_get = True
             self._unfixed_snapshot = get.unfixed
             return
@@ -298,7 +301,7 @@ class ServerSession:
                         self._unstored = deque()
                     self._unstored.append((written, count))
                     self._unstored_points += count
-                self._queue(_PutAnswers(written, count))
+                self._answers.append(_PutAnswers(written, count))
                 return
             answer = OK_ANSWER * count  # a memory store stored the points at once
         answers = self._answers
@@ -310,11 +313,6 @@ class ServerSession:
             last.data += answer
         else:
             answers.append(_KnownAnswers(answer))
-
-    def _queue(self, answer: _Answer) -> None:
-        if self._answers is None:
-            self._answers = deque()
-        self._answers.append(answer)
 
 
 class _Answer:
@@ -383,33 +381,33 @@ class _GetAnswer(_Answer):
     the exception ends the connection, the only signal left.
     """
 
-    __slots__ = ("_first", "_key", "_snapshot", "_started", "_waiting", "unfixed")
+    __slots__ = ("_key", "_pieces", "_started", "_waiting", "unfixed")
 
     def __init__(self, store: Storage, key: str | None) -> None:
         self._key = key
-        self._started = False
+        self._started = False  # "ok" (or the error answer) has gone out
         self._waiting: Future[None] | None = None
-        self._snapshot: Snapshot | None = None
-        self._first: Series | Future[None] | None = None  # the piece taken below, until sent
+        self._pieces: Iterator[Series | Future[None] | None] | None = None  # None: all sent
         self.unfixed: Future[None] | None = None
         """Done once the snapshot is fixed; ``None`` if it was at once (see :class:`Storage`)."""
         try:
-            self._snapshot = store.snapshot(key)
+            snapshot = store.snapshot(key)
             # Its first piece, now: a store that fixes the view later yields a future first.
-            self._first = next(self._snapshot, None)
+            first = next(snapshot, None)
         except Exception as exc:
             logger.warning("the store failed to read %r: %s", key, exc)
-            self._snapshot = None
             return
-        if isinstance(self._first, Future) and not self._first.done():
-            self.unfixed = self._first
+        self._pieces = chain((first,), snapshot)
+        if isinstance(first, Future) and not first.done():
+            self.unfixed = first
 
     def next_piece(self) -> bytes | Future[None] | None:
         if self._waiting is not None:
             if not self._waiting.done():
                 return self._waiting
             self._waiting = None
-        if self._snapshot is None:
+        pieces = self._pieces
+        if pieces is None:  # all sent, or the store failed before the first byte
             if self._started:
                 return None
             self._started = True
@@ -418,21 +416,18 @@ class _GetAnswer(_Answer):
         size = 0
         try:
             while size < ANSWER_PIECE:
-                piece = self._first
-                if piece is None:
-                    piece = next(self._snapshot, None)
-                else:
-                    self._first = None
+                piece = next(pieces, None)
                 if piece is None:
                     lines.append(b"\n")
-                    self._snapshot = None
+                    self._pieces = None
                     break
                 if isinstance(piece, Future):
                     self._waiting = piece
                     break
                 if len(piece.timestamps) > ENCODE_POINTS:  # the rest waits for the next turn
                     key, timestamps, values = piece
-                    self._first = Series(key, timestamps[ENCODE_POINTS:], values[ENCODE_POINTS:])
+                    rest = Series(key, timestamps[ENCODE_POINTS:], values[ENCODE_POINTS:])
+                    self._pieces = pieces = chain((rest,), pieces)
                     piece = Series(key, timestamps[:ENCODE_POINTS], values[:ENCODE_POINTS])
                 encoded = encode_series_lines(*piece)
                 lines.append(encoded)
@@ -441,7 +436,7 @@ class _GetAnswer(_Answer):
             if self._started:
                 raise
             logger.warning("the store failed to read %r: %s", self._key, exc)
-            self._snapshot = None
+            self._pieces = None
             self._started = True
             return STORE_ERROR_ANSWER
         if len(lines) == 1 and not self._started and self._waiting is not None:
