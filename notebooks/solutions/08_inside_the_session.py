@@ -100,10 +100,10 @@ assert answers == STORE_ERROR_ANSWER + b"ok\n\n"
 store = CommitWhenTold()
 session = ServerSession(store, parser=FastParser())
 block = b"".join(b"put k%d 1 %d\n" % (i % 10, i) for i in range(1000))
-for blocks in range(1, 1000):  # bounded: the rule must hold the stream back long before
+blocks = 0
+while session.wants_data and blocks < 1000:  # the rule must stop it long before the bound
     session.receive_data(block)
-    if not session.wants_data:
-        break
+    blocks += 1
 waiting_points = sum(len(batch) for batch, _ in store.waiting)
 reason = session.why_wait(PutRequest("k", 1.0, 1))
 print(f"2. {waiting_points} points in {len(store.waiting)} writes wait; the next put: {reason}")
