@@ -19,17 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from types import TracebackType
 from typing import Self
 
 from metrics_lab.client import (
     RECV_SIZE,
+    A,
     ClientBase,
     Exchange,
     PointToPut,
     PutManyExchange,
     T,
-    Ts,
     client_error,
     get_request,
     progress_bar,
@@ -83,12 +84,12 @@ class AsyncClient(ClientBase):
 
     async def put(self, key: str, value: float, timestamp: int | None = None) -> None:
         """Store one point; see :meth:`metrics_lab.Client.put`."""
-        await self._run(put_request, key, value, timestamp)
+        await self._run(put_request, (key, value, timestamp))
 
     async def put_many(self, points: Iterable[PointToPut], *, progress: bool = False) -> None:
         """Store a batch of any size, pipelined; see :meth:`metrics_lab.Client.put_many`."""
         with progress_bar(points, progress) as on_answered:
-            await self._run(PutManyExchange, points, on_answered)
+            await self._run(partial(PutManyExchange, on_answered=on_answered), points)
 
     async def get(self, key: str) -> GetResult:
         """Read a key, or ``"*"`` for all; see :meth:`metrics_lab.Client.get`."""
@@ -113,11 +114,11 @@ class AsyncClient(ClientBase):
         finally:
             lock.release()
 
-    async def _run(self, start: Callable[[*Ts], Exchange[T]], *args: *Ts) -> T:
-        """Drive the exchange ``start(*args)`` over the streams; the same steps and
+    async def _run(self, start: Callable[[A], Exchange[T]], arg: A) -> T:
+        """Drive the exchange ``start(arg)`` over the streams; the same steps and
         the same one place for error mapping as :meth:`metrics_lab.Client._run`."""
         try:
-            exchange = start(*args)
+            exchange = start(arg)
             async with self._turn():
                 reader, writer = self._reader, self._writer
                 if reader is None or writer is None:

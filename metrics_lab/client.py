@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, TypeVarTuple
+from typing import Any, Generic, Self, TypeVar
 
 from metrics_lab.errors import (
     ClientBusyError,
@@ -59,7 +59,7 @@ from metrics_lab.wire import WireLog
 __all__ = ["Client", "ClientBase", "ClientError", "Exchange", "PointToPut", "PutManyExchange"]
 
 T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
+A = TypeVar("A")
 
 RECV_SIZE = 256 * 1024
 """Bytes asked of each ``recv``: large enough that a big ``get *`` takes few calls."""
@@ -197,8 +197,9 @@ class SingleRequest(Exchange[T]):
         return self._parse(self._answer)
 
 
-def put_request(key: str, value: float, timestamp: int | None) -> SingleRequest[None]:
+def put_request(point: PointToPut) -> SingleRequest[None]:
     """One put; a ``None`` timestamp means now (``0`` is a timestamp). Checked at once."""
+    key, value, timestamp = point
     now = int(time.time()) if timestamp is None else timestamp
     return SingleRequest(encode_put(key, value, now), check_put_answer)
 
@@ -509,7 +510,7 @@ class Client(ClientBase):
         value cannot go on the wire, and another ``ClientError`` if the server does not
         answer ``ok``.
         """
-        self._run(put_request, key, value, timestamp)
+        self._run(put_request, (key, value, timestamp))
 
     def put_many(self, points: Iterable[PointToPut], *, progress: bool = False) -> None:
         """Store many ``(key, value, timestamp)`` points, pipelined; any number of them.
@@ -525,7 +526,7 @@ class Client(ClientBase):
         ``progress=True`` shows a tqdm bar (in a notebook, a widget); it needs ``tqdm``.
         """
         with progress_bar(points, progress) as on_answered:
-            self._run(PutManyExchange, points, on_answered)
+            self._run(partial(PutManyExchange, on_answered=on_answered), points)
 
     def get(self, key: str) -> GetResult:
         """Return ``{key: [(timestamp, value), ...]}`` for ``key``, or every key for ``"*"``.
@@ -552,8 +553,8 @@ class Client(ClientBase):
         self._owner = None
         self._lock.release()
 
-    def _run(self, start: Callable[[*Ts], Exchange[T]], *args: *Ts) -> T:
-        """Drive the exchange ``start(*args)`` over the socket: ``sendall`` what it
+    def _run(self, start: Callable[[A], Exchange[T]], arg: A) -> T:
+        """Drive the exchange ``start(arg)`` over the socket: ``sendall`` what it
         hands out, ``recv`` for it.
 
         ``start`` makes the exchange (``put`` and ``get`` encode their request there), so a
@@ -564,7 +565,7 @@ class Client(ClientBase):
         protocol error by :func:`client_error`.
         """
         try:
-            exchange = start(*args)
+            exchange = start(arg)  # one argument: a plain call, cheaper than start(*args)
             self._take_turn()
             try:
                 sock = self._sock
