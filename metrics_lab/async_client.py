@@ -18,21 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from types import TracebackType
 from typing import Self
 
 from metrics_lab.client import (
     RECV_SIZE,
+    A,
     ClientBase,
     Exchange,
     PointToPut,
     PutManyExchange,
     T,
+    client_error,
     get_request,
     progress_bar,
     put_request,
 )
+from metrics_lab.protocol import ProtocolError
 from metrics_lab.storage import GetResult
 
 __all__ = ["AsyncClient"]
@@ -80,16 +84,16 @@ class AsyncClient(ClientBase):
 
     async def put(self, key: str, value: float, timestamp: int | None = None) -> None:
         """Store one point; see :meth:`metrics_lab.Client.put`."""
-        await self._run(put_request(key, value, timestamp))
+        await self._run(put_request, (key, value, timestamp))
 
     async def put_many(self, points: Iterable[PointToPut], *, progress: bool = False) -> None:
         """Store a batch of any size, pipelined; see :meth:`metrics_lab.Client.put_many`."""
         with progress_bar(points, progress) as on_answered:
-            await self._run(PutManyExchange(points, on_answered))
+            await self._run(partial(PutManyExchange, on_answered=on_answered), points)
 
     async def get(self, key: str) -> GetResult:
         """Read a key, or ``"*"`` for all; see :meth:`metrics_lab.Client.get`."""
-        return await self._run(get_request(key))
+        return await self._run(get_request, key)
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
@@ -110,33 +114,39 @@ class AsyncClient(ClientBase):
         finally:
             lock.release()
 
-    async def _run(self, exchange: Exchange[T]) -> T:
-        """Drive ``exchange`` over the streams; see :meth:`metrics_lab.Client._run`."""
-        async with self._turn():
-            reader, writer = self._reader, self._writer
-            if reader is None or writer is None:
-                raise self._closed_error()
-            try:
-                exchange.begin(self._answers)
-                async with asyncio.timeout(self.timeout) as deadline:
-                    answered = 0
-                    while not exchange.done:
-                        data = exchange.data_to_send()
-                        if data is not None:
-                            self._sent(data)
-                            writer.write(data)
-                            await writer.drain()
-                            continue
-                        if exchange.done:
-                            break  # its answer had arrived already, after an earlier one
-                        self._received(exchange, await reader.read(RECV_SIZE))
-                        if exchange.answered != answered and self.timeout is not None:
-                            answered = exchange.answered
-                            deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
-                return exchange.result()
-            except BaseException as exc:  # CancelledError too: see ClientBase._failed
-                self._failed(exc, exchange, writer)
-                raise
+    async def _run(self, start: Callable[[A], Exchange[T]], arg: A) -> T:
+        """Drive the exchange ``start(arg)`` over the streams; the same steps and
+        the same one place for error mapping as :meth:`metrics_lab.Client._run`."""
+        try:
+            exchange = start(arg)
+            async with self._turn():
+                reader, writer = self._reader, self._writer
+                if reader is None or writer is None:
+                    raise self._closed_error()
+                try:
+                    exchange.begin(self._answers)
+                    async with asyncio.timeout(self.timeout) as deadline:
+                        answered = 0
+                        while not exchange.done:
+                            data = exchange.data_to_send()
+                            if data is not None:
+                                self._sent(data)
+                                writer.write(data)
+                                await writer.drain()
+                                continue
+                            if exchange.done:
+                                break  # its answer had arrived already, after an earlier one
+                            self._received(exchange, await reader.read(RECV_SIZE))
+                            if exchange.answered != answered and self.timeout is not None:
+                                answered = exchange.answered
+                                loop_time = asyncio.get_running_loop().time()
+                                deadline.reschedule(loop_time + self.timeout)
+                    return exchange.result()
+                except BaseException as exc:  # CancelledError too: see ClientBase._failed
+                    self._failed(exc, exchange, writer)
+                    raise
+        except ProtocolError as exc:  # free unless raised (zero-cost try since 3.11)
+            raise client_error(exc) from exc
 
     def _abandon(self, writer: asyncio.StreamWriter) -> None:
         """Drop the connection now, unsent bytes and all: no await, so cancellation-proof."""

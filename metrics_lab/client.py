@@ -41,6 +41,11 @@ from metrics_lab.protocol import (
     NEED_DATA,
     Answer,
     AnswerReader,
+    MalformedAnswerError,
+    ProtocolError,
+    RefusedRequestError,
+    StreamEndedError,
+    UnsendableRequestError,
     check_put_answer,
     encode_get,
     encode_put,
@@ -54,6 +59,7 @@ from metrics_lab.wire import WireLog
 __all__ = ["Client", "ClientBase", "ClientError", "Exchange", "PointToPut", "PutManyExchange"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 RECV_SIZE = 256 * 1024
 """Bytes asked of each ``recv``: large enough that a big ``get *`` takes few calls."""
@@ -191,8 +197,9 @@ class SingleRequest(Exchange[T]):
         return self._parse(self._answer)
 
 
-def put_request(key: str, value: float, timestamp: int | None) -> SingleRequest[None]:
+def put_request(point: PointToPut) -> SingleRequest[None]:
     """One put; a ``None`` timestamp means now (``0`` is a timestamp). Checked at once."""
+    key, value, timestamp = point
     now = int(time.time()) if timestamp is None else timestamp
     return SingleRequest(encode_put(key, value, now), check_put_answer)
 
@@ -209,8 +216,10 @@ class PutManyExchange(Exchange[None]):
     ``points`` is read lazily, a slice at a time. A point that cannot go on the wire (or an
     ``points`` iterator that raises) ends the sending before its slice: the answers to what
     was sent are still read, so the connection stays in step, and then :meth:`result` raises
-    (:class:`InvalidRequestError` naming the point's index). Refused puts do not stop the
-    batch: :meth:`result` raises :class:`RequestRejectedError` for them at the end.
+    (:class:`~metrics_lab.protocol.UnsendableRequestError` naming the point's index). Refused
+    puts do not stop the batch: :meth:`result` raises
+    :class:`~metrics_lab.protocol.RefusedRequestError` for them at the end. (Like every
+    exchange, it raises protocol errors; the client raises the matching ``ClientError``.)
     ``on_answered(count)`` is told as answers arrive (a progress bar).
     """
 
@@ -276,21 +285,21 @@ class PutManyExchange(Exchange[None]):
         if self._first_refused is not None:
             index, answer = self._first_refused
             detail = " ".join(answer.lines)
-            raise RequestRejectedError(
+            raise RefusedRequestError(
                 f"the server refused {self._refused} of {self.answered} puts (the first at "
                 f"index {index}): {detail}; the others were stored",
                 detail,
             )
 
 
-def _invalid_point(chunk: list[PointToPut], start: int, now: int) -> InvalidRequestError:
+def _invalid_point(chunk: list[PointToPut], start: int, now: int) -> UnsendableRequestError:
     """The error for the first point of ``chunk`` (at ``start`` in the batch) that fails."""
     for index, point in enumerate(chunk, start):
         try:
             encode_puts([point], now)
         except Exception as exc:
             sent = f"points 0 to {start - 1} were sent, none from {start} on" if start else ""
-            error = InvalidRequestError(
+            error = UnsendableRequestError(
                 f"put_many: point {index} {point!r} cannot be sent: {exc} "
                 f"({sent or 'nothing was sent'})"
             )
@@ -326,6 +335,18 @@ def progress_bar(
 
 
 # --- what both clients share ---------------------------------------------------------------
+
+
+def client_error(exc: ProtocolError) -> ClientError:
+    """The :class:`ClientError` a user sees for ``exc``: its class in the client's tree, and
+    ``exc``'s message. Each client raises it ``from exc``, once, in its ``_run``."""
+    if isinstance(exc, UnsendableRequestError):
+        return InvalidRequestError(str(exc))
+    if isinstance(exc, RefusedRequestError):
+        return RequestRejectedError(str(exc), exc.detail)
+    if isinstance(exc, StreamEndedError):
+        return ClientConnectionError(str(exc))
+    return RemoteProtocolError(str(exc))  # a MalformedAnswerError: the server broke the protocol
 
 
 class ClientBase:
@@ -373,7 +394,7 @@ class ClientBase:
         still come, and the next call would read it as its own. So does a server that broke
         the protocol. An ``error`` answer, or a point refused before it was sent, does not.
         """
-        return not exchange.in_step or isinstance(exc, RemoteProtocolError | OSError)
+        return not exchange.in_step or isinstance(exc, MalformedAnswerError | OSError)
 
     def _abandon(self, connection: Any) -> None:
         """Drop ``connection`` at once (if it is still the client's), without waiting."""
@@ -489,7 +510,7 @@ class Client(ClientBase):
         value cannot go on the wire, and another ``ClientError`` if the server does not
         answer ``ok``.
         """
-        self._run(put_request(key, value, timestamp))
+        self._run(put_request, (key, value, timestamp))
 
     def put_many(self, points: Iterable[PointToPut], *, progress: bool = False) -> None:
         """Store many ``(key, value, timestamp)`` points, pipelined; any number of them.
@@ -505,14 +526,14 @@ class Client(ClientBase):
         ``progress=True`` shows a tqdm bar (in a notebook, a widget); it needs ``tqdm``.
         """
         with progress_bar(points, progress) as on_answered:
-            self._run(PutManyExchange(points, on_answered))
+            self._run(partial(PutManyExchange, on_answered=on_answered), points)
 
     def get(self, key: str) -> GetResult:
         """Return ``{key: [(timestamp, value), ...]}`` for ``key``, or every key for ``"*"``.
 
         Each list is sorted by timestamp; a key with no points gives ``{}``.
         """
-        return self._run(get_request(key))
+        return self._run(get_request, key)
 
     def _take_turn(self) -> None:
         """Wait (at most ``timeout``) until no other thread's request is running.
@@ -532,39 +553,48 @@ class Client(ClientBase):
         self._owner = None
         self._lock.release()
 
-    def _run(self, exchange: Exchange[T]) -> T:
-        """Drive ``exchange`` over the socket: ``sendall`` what it hands out, ``recv`` for it.
+    def _run(self, start: Callable[[A], Exchange[T]], arg: A) -> T:
+        """Drive the exchange ``start(arg)`` over the socket: ``sendall`` what it
+        hands out, ``recv`` for it.
 
-        Whatever interrupts it, the client is closed unless the exchange is still in step
-        (see :meth:`ClientBase._must_close`); an ``OSError`` becomes a ``ClientError``.
+        ``start`` makes the exchange (``put`` and ``get`` encode their request there), so a
+        call that cannot go on the wire fails before it waits for its turn. Whatever
+        interrupts the exchange, the client is closed unless it is still in step (see
+        :meth:`ClientBase._must_close`). This is where the exchange's failures are translated
+        into a ``ClientError``, once: an ``OSError`` by :meth:`~ClientBase._failed`, a
+        protocol error by :func:`client_error`.
         """
-        self._take_turn()
         try:
-            sock = self._sock
-            if sock is None:
-                raise self._closed_error()
+            exchange = start(arg)  # one argument: a plain call, cheaper than start(*args)
+            self._take_turn()
             try:
-                exchange.begin(self._answers)
-                answered, deadline = 0, self._deadline()
-                while not exchange.done:
-                    data = exchange.data_to_send()
-                    if data is not None:
-                        self._sent(data)
-                        sock.sendall(data)
-                        continue
-                    if exchange.done:
-                        break  # its answer had arrived already, after an earlier one
-                    self._received(exchange, sock.recv(RECV_SIZE))
-                    if exchange.answered != answered:
-                        answered, deadline = exchange.answered, self._deadline()
-                    elif time.monotonic() > deadline:
-                        raise TimeoutError("the server sends, but no answer ends in time")
-                return exchange.result()
-            except BaseException as exc:
-                self._failed(exc, exchange, sock)
-                raise
-        finally:
-            self._end_turn()
+                sock = self._sock
+                if sock is None:
+                    raise self._closed_error()
+                try:
+                    exchange.begin(self._answers)
+                    answered, deadline = 0, self._deadline()
+                    while not exchange.done:
+                        data = exchange.data_to_send()
+                        if data is not None:
+                            self._sent(data)
+                            sock.sendall(data)
+                            continue
+                        if exchange.done:
+                            break  # its answer had arrived already, after an earlier one
+                        self._received(exchange, sock.recv(RECV_SIZE))
+                        if exchange.answered != answered:
+                            answered, deadline = exchange.answered, self._deadline()
+                        elif time.monotonic() > deadline:
+                            raise TimeoutError("the server sends, but no answer ends in time")
+                    return exchange.result()
+                except BaseException as exc:
+                    self._failed(exc, exchange, sock)
+                    raise
+            finally:
+                self._end_turn()
+        except ProtocolError as exc:  # free unless raised (zero-cost try since 3.11)
+            raise client_error(exc) from exc
 
     def _reentered_error(self) -> ClientBusyError:
         return ClientBusyError(

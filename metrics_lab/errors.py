@@ -17,8 +17,12 @@ What each leaves behind: after ``InvalidRequestError``, ``RequestRejectedError``
 ``KeyboardInterrupt`` or a cancelled task) the client is closed, because it can no longer
 prove which answer the next bytes belong to: call ``reconnect()`` to go on.
 
-Network errors are translated at the socket boundary with ``raise ... from exc``, so the
-original :class:`OSError` stays available as ``__cause__``.
+Each client translates failures into this tree in one place, where it does I/O, with
+``raise ... from exc``: a network error keeps the original :class:`OSError` as ``__cause__``;
+what the sans-IO layer finds (a key it cannot encode, bytes that are not an answer, an
+``error`` answer) keeps its :class:`metrics_lab.protocol.ProtocolError`, whose message the
+``ClientError`` repeats. The protocol does not import this module; the mapping is
+:func:`metrics_lab.client.client_error`.
 """
 
 from __future__ import annotations

@@ -34,13 +34,13 @@ try:
 except ModuleNotFoundError as exc:  # the data extra is not installed
     raise missing_extra(__name__, "data", "pandas matplotlib", exc) from None
 
-from metrics_lab.errors import ClientError
 from metrics_lab.protocol import (
     ALL_KEYS,
     NEED_DATA,
     Answer,
     AnswerReader,
     LineReader,
+    ProtocolError,
     PutRequest,
     Request,
     WrongCommandError,
@@ -223,7 +223,7 @@ def _received_meaning(answers: AnswerReader, waiting: deque[Request | None]) -> 
     while True:
         try:
             answer = answers.next_answer()
-        except ClientError as exc:
+        except ProtocolError as exc:
             parts.append(f"not a valid answer: {exc}")
             break
         if answer is NEED_DATA:
@@ -241,7 +241,7 @@ def _describe_answer(answer: Answer, request: Request | None) -> str:
         return "ok: stored" if not answer.lines else f"ok with {len(answer.lines)} stray lines"
     try:
         points = parse_get_answer(answer)
-    except ClientError as exc:
+    except ProtocolError as exc:
         return f"ok, but garbled: {exc}"
     count = sum(len(series) for series in points.values())
     if not count:

@@ -19,9 +19,17 @@ from metrics_lab import (
     ClientConnectionError,
     ClientError,
     ClientTimeoutError,
+    InvalidRequestError,
     RemoteProtocolError,
     RequestRejectedError,
     WireLog,
+)
+from metrics_lab.protocol import (
+    MalformedAnswerError,
+    ProtocolError,
+    RefusedRequestError,
+    StreamEndedError,
+    UnsendableRequestError,
 )
 from tests.fake_server import (
     FakeServer,
@@ -212,7 +220,8 @@ def test_network_failures_keep_the_os_error_as_cause(make_driver: Callable[..., 
         client = make_driver(fake.address)
         with pytest.raises(ClientConnectionError) as raised:
             client.call("get", "cpu")
-    assert raised.value.__cause__ is None or isinstance(raised.value.__cause__, OSError)
+    # An OSError, or the end of the stream (the reset came as a plain close).
+    assert isinstance(raised.value.__cause__, OSError | StreamEndedError)
 
 
 def test_refused_connection(kind: str) -> None:
@@ -248,3 +257,44 @@ def test_an_error_answer_leaves_the_client_usable(make_driver: Callable[..., Dri
         with pytest.raises(RequestRejectedError):
             client.call("put", "cpu", 0.5, 1)
         assert client.call("put", "cpu", 0.5, 1) is None  # same connection, still in step
+
+
+# --- one mapping from the sans-IO layer's errors -------------------------------------------
+
+
+def refuse(conn: socket.socket) -> None:
+    read_request(conn)
+    conn.sendall(b"error\nwrong command\n\n")
+    wait_for_hangup(conn)
+
+
+@pytest.mark.parametrize(
+    ("script", "call", "cause", "expected"),
+    [
+        (garbage, ("get", "cpu"), MalformedAnswerError, RemoteProtocolError),
+        (bad_data_line, ("get", "cpu"), MalformedAnswerError, RemoteProtocolError),
+        (cut_short, ("get", "cpu"), StreamEndedError, ClientConnectionError),
+        (refuse, ("get", "cpu"), RefusedRequestError, RequestRejectedError),
+        (refuse, ("put_many", [("cpu", 0.5, 1)]), RefusedRequestError, RequestRejectedError),
+        (silent, ("put", "a key", 0.5, 1), UnsendableRequestError, InvalidRequestError),
+        (silent, ("put_many", [("*", 0.5, 1)]), UnsendableRequestError, InvalidRequestError),
+    ],
+    ids=["garbage", "bad line", "cut short", "refused", "refused batch", "bad key", "bad point"],
+)
+def test_a_protocol_error_becomes_a_client_error_once_at_the_boundary(
+    make_driver: Callable[..., Driver],
+    script: Script,
+    call: tuple[object, ...],
+    cause: type[ProtocolError],
+    expected: type[ClientError],
+) -> None:
+    with FakeServer(script) as fake:
+        client = make_driver(fake.address)
+        name, *args = call
+        with pytest.raises(expected) as raised:
+            client.call(str(name), *args)
+    # The client's class, the protocol error's message, and the protocol error as the cause.
+    assert type(raised.value.__cause__) is cause
+    assert str(raised.value) == str(raised.value.__cause__)
+    if isinstance(raised.value, RequestRejectedError):
+        assert raised.value.detail == "wrong command"

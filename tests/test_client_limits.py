@@ -25,7 +25,15 @@ from metrics_lab import (
     ClientTimeoutError,
     RemoteProtocolError,
 )
-from metrics_lab.protocol import NEED_DATA, OK_ANSWER, Answer, AnswerReader, encode_put, encode_puts
+from metrics_lab.protocol import (
+    NEED_DATA,
+    OK_ANSWER,
+    Answer,
+    AnswerReader,
+    MalformedAnswerError,
+    encode_put,
+    encode_puts,
+)
 from tests.conftest import cut
 from tests.fake_server import FakeServer, read_request
 
@@ -73,7 +81,7 @@ def test_an_answer_up_to_the_limit_is_accepted(how: str, size: int) -> None:
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("size", [LIMIT + 1, LIMIT + 2, 10 * LIMIT])
 def test_an_answer_over_the_limit_is_refused_however_it_is_cut(how: str, size: int) -> None:
-    with pytest.raises(RemoteProtocolError, match=f"over {LIMIT} bytes"):
+    with pytest.raises(MalformedAnswerError, match=f"over {LIMIT} bytes"):
         read_one(AnswerReader(LIMIT), cuts(answer_of_size(size), how))
 
 
@@ -85,7 +93,7 @@ def test_any_cut_gives_the_same_verdict(size: int, seed: int) -> None:
         try:
             read_one(AnswerReader(LIMIT), cuts(data, how, seed))
             verdicts.add("accepted")
-        except RemoteProtocolError:
+        except MalformedAnswerError:
             verdicts.add("refused")
     assert verdicts == {"accepted" if size <= LIMIT else "refused"}
 

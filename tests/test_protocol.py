@@ -5,19 +5,16 @@ Readers are fed each vector whole, byte by byte and with trailing data, as h11 d
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metrics_lab.errors import (
-    ClientConnectionError,
-    InvalidRequestError,
-    RemoteProtocolError,
-    RequestRejectedError,
-)
+import metrics_lab.protocol
 from metrics_lab.protocol import (
     DEFAULT_MAX_LINE,
     NEED_DATA,
@@ -25,7 +22,11 @@ from metrics_lab.protocol import (
     AnswerReader,
     GetRequest,
     LineReader,
+    MalformedAnswerError,
     PutRequest,
+    RefusedRequestError,
+    StreamEndedError,
+    UnsendableRequestError,
     WrongCommandError,
     check_put_answer,
     encode_get,
@@ -257,7 +258,7 @@ def test_encode_put_falls_back_to_repr_for_numbers_that_print_oddly() -> None:
 def test_encode_put_refuses_what_would_break_the_wire(
     key: object, value: object, timestamp: object
 ) -> None:
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(UnsendableRequestError):
         encode_put(key, value, timestamp)  # type: ignore[arg-type]
 
 
@@ -265,14 +266,14 @@ def test_encode_get() -> None:
     assert encode_get("*") == b"get *\n"
     assert encode_get("palm.cpu") == b"get palm.cpu\n"
     for bad in ["", "a b", "wrong command test\n", "x\r"]:
-        with pytest.raises(InvalidRequestError):
+        with pytest.raises(UnsendableRequestError):
             encode_get(bad)
 
 
 def test_invalid_request_messages_tell_the_learner_what_to_do() -> None:
-    with pytest.raises(InvalidRequestError, match="no spaces"):
+    with pytest.raises(UnsendableRequestError, match="no spaces"):
         encode_put("my key", 1, 1)
-    with pytest.raises(InvalidRequestError, match=r"int\(time.time\(\)\)"):
+    with pytest.raises(UnsendableRequestError, match=r"int\(time.time\(\)\)"):
         encode_put("k", 1, 1.5)  # type: ignore[arg-type]
 
 
@@ -340,7 +341,7 @@ def test_a_million_line_answer_is_read_whole() -> None:
 def test_an_answer_that_is_not_ok_or_error_is_a_protocol_error(garbage: bytes) -> None:
     reader = AnswerReader()
     reader.receive_data(garbage)
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(MalformedAnswerError):
         reader.next_answer()
 
 
@@ -349,14 +350,14 @@ def test_a_flood_without_blank_line_stops_at_the_size_bound() -> None:
     reader.receive_data(b"ok\n" + b"k 1 1\n" * 100)
     assert reader.next_answer() is NEED_DATA
     reader.receive_data(b"k 1 1\n" * 100)
-    with pytest.raises(RemoteProtocolError, match="without ending"):
+    with pytest.raises(MalformedAnswerError, match="without ending"):
         reader.next_answer()
 
 
 def test_non_utf8_answer_is_a_protocol_error() -> None:
     reader = AnswerReader()
     reader.receive_data(b"ok\n\xff 1 1\n\n")
-    with pytest.raises(RemoteProtocolError, match="UTF-8"):
+    with pytest.raises(MalformedAnswerError, match="UTF-8"):
         reader.next_answer()
 
 
@@ -364,11 +365,11 @@ def test_end_of_stream_mid_answer_is_a_connection_error() -> None:
     reader = AnswerReader()
     reader.receive_data(b"ok\nk 1")
     reader.receive_data(b"")
-    with pytest.raises(ClientConnectionError, match="middle of an answer"):
+    with pytest.raises(StreamEndedError, match="middle of an answer"):
         reader.next_answer()
     silent = AnswerReader()
     silent.receive_data(b"")
-    with pytest.raises(ClientConnectionError, match="before answering"):
+    with pytest.raises(StreamEndedError, match="before answering"):
         silent.next_answer()
 
 
@@ -392,19 +393,34 @@ def test_empty_get_answer_is_an_empty_dict() -> None:
 
 @pytest.mark.parametrize("line", ["k 1", "k 1 2 3", "k x 1", "k 1 y", "k 1 1.5"])
 def test_parse_get_answer_refuses_malformed_lines(line: str) -> None:
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(MalformedAnswerError):
         parse_get_answer(Answer("ok", (line,)))
 
 
 def test_error_answers_raise_request_rejected_with_the_servers_detail() -> None:
-    with pytest.raises(RequestRejectedError) as caught:
+    with pytest.raises(RefusedRequestError) as caught:
         parse_get_answer(Answer("error", ("wrong command",)))
     assert caught.value.detail == "wrong command"
-    with pytest.raises(RequestRejectedError):
+    with pytest.raises(RefusedRequestError):
         check_put_answer(Answer("error", ("wrong command",)))
 
 
 def test_a_put_answer_with_data_lines_is_a_protocol_error() -> None:
     check_put_answer(Answer("ok", ()))
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(MalformedAnswerError):
         check_put_answer(Answer("ok", ("k 1 1",)))
+
+
+def test_the_wire_package_raises_its_own_errors_not_the_clients() -> None:
+    """The arrow goes client -> protocol: the clients map protocol errors, never the reverse."""
+    imported: set[str] = set()
+    for path in Path(metrics_lab.protocol.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module is not None:
+                imported.add(node.module)
+                imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+    assert "metrics_lab.storage" in imported  # the walk sees the package's imports
+    client_modules = {"metrics_lab.errors", "metrics_lab.client", "metrics_lab.async_client"}
+    assert not imported & client_modules

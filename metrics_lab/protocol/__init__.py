@@ -11,7 +11,9 @@ protocol text on its own. It is split by role, and every name is importable from
   :func:`parse_request`, :class:`SimpleParser`), answer lines out
   (:func:`encode_series_lines`).
 - :mod:`~metrics_lab.protocol.client_side`: requests out (:func:`encode_put`,
-  :func:`encode_get`), answers in (:class:`AnswerReader`, :func:`parse_get_answer`).
+  :func:`encode_get`), answers in (:class:`AnswerReader`, :func:`parse_get_answer`), and
+  what goes wrong on that side: :class:`ProtocolError` and its subclasses, which each client
+  turns into the matching :class:`~metrics_lab.errors.ClientError` where it does I/O.
 
 The point's shape (:class:`~metrics_lab.storage.PointBatch`) and what a get returns
 (:data:`~metrics_lab.storage.GetResult`) belong to the storage contract, beside the store.
@@ -38,7 +40,12 @@ b'ok\\npalm.cpu 10.5 1501864247\\n\\n'
 from metrics_lab.protocol.client_side import (
     NEED_DATA,
     AnswerReader,
+    MalformedAnswerError,
     NeedData,
+    ProtocolError,
+    RefusedRequestError,
+    StreamEndedError,
+    UnsendableRequestError,
     check_put_answer,
     encode_get,
     encode_put,
@@ -84,11 +91,16 @@ __all__ = [
     "GetRequest",
     "Item",
     "LineReader",
+    "MalformedAnswerError",
     "NeedData",
     "PointBatch",
+    "ProtocolError",
     "PutRequest",
+    "RefusedRequestError",
     "Request",
     "SimpleParser",
+    "StreamEndedError",
+    "UnsendableRequestError",
     "WrongCommandError",
     "check_put_answer",
     "encode_get",

@@ -15,12 +15,6 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Final
 
-from metrics_lab.errors import (
-    ClientConnectionError,
-    InvalidRequestError,
-    RemoteProtocolError,
-    RequestRejectedError,
-)
 from metrics_lab.protocol.wire_format import (
     ALL_KEYS,
     DEFAULT_MAX_ANSWER_SIZE,
@@ -35,13 +29,53 @@ from metrics_lab.storage import GetResult
 __all__ = [
     "NEED_DATA",
     "AnswerReader",
+    "MalformedAnswerError",
     "NeedData",
+    "ProtocolError",
+    "RefusedRequestError",
+    "StreamEndedError",
+    "UnsendableRequestError",
     "check_put_answer",
     "encode_get",
     "encode_put",
     "encode_puts",
     "parse_get_answer",
 ]
+
+
+class ProtocolError(Exception):
+    """A step of the client's side of the protocol failed; no I/O was involved.
+
+    The sans-IO layer raises only these. The clients turn each into the matching
+    :class:`~metrics_lab.errors.ClientError`, with the same message, where they do I/O::
+
+        ProtocolError
+        ├── UnsendableRequestError   -> InvalidRequestError
+        ├── RefusedRequestError      -> RequestRejectedError
+        ├── MalformedAnswerError     -> RemoteProtocolError
+        └── StreamEndedError         -> ClientConnectionError
+    """
+
+
+class UnsendableRequestError(ProtocolError, ValueError):
+    """A call's arguments cannot go on the wire (a key with spaces, a ``nan`` value, ...)."""
+
+
+class RefusedRequestError(ProtocolError):
+    """The server answered ``error``; ``detail`` is its explanation (may be empty)."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class MalformedAnswerError(ProtocolError):
+    """The server's bytes are not a valid answer (or one over ``max_answer_size``)."""
+
+
+class StreamEndedError(ProtocolError):
+    """The server closed the connection before the answer ended."""
+
 
 _OK_RUN: Final = OK_ANSWER * 65536
 """Bare ``ok`` answers back to back: what :meth:`AnswerReader.skip_ok_answers` compares with."""
@@ -51,7 +85,7 @@ def encode_put(key: str, value: float, timestamp: int) -> bytes:
     """Encode ``put <key> <value> <timestamp>\\n``, refusing what would break the wire.
 
     The value goes out as ``str(value)`` when that is a plain number (``301`` stays ``301``),
-    otherwise as ``repr(float(value))``. Raises :class:`InvalidRequestError` for an empty key,
+    otherwise as ``repr(float(value))``. Raises :class:`UnsendableRequestError` for an empty key,
     a key with whitespace or ``*``, a value that is not a finite number, or a timestamp that is
     not an integer in 64 bits.
 
@@ -72,7 +106,7 @@ def encode_puts(points: Iterable[tuple[str, float, int | None]], now: int) -> by
     """Encode many puts as one block: the same bytes as joining :func:`encode_put` of each.
 
     ``points`` are ``(key, value, timestamp)``; a ``None`` timestamp is written as ``now``.
-    Raises :class:`InvalidRequestError` as :func:`encode_put` does, for the first point that
+    Raises :class:`UnsendableRequestError` as :func:`encode_put` does, for the first point that
     cannot go on the wire. The common point (a known key, a ``float`` or an ``int`` value, an
     ``int`` timestamp) skips the general checks; any other point takes them.
 
@@ -117,32 +151,36 @@ def encode_get(key: str) -> bytes:
 
 def _check_key(key: object, *, allow_all: bool) -> None:
     if not isinstance(key, str):
-        raise InvalidRequestError(f"a key must be a str, not {type(key).__name__}: {key!r}")
+        raise UnsendableRequestError(f"a key must be a str, not {type(key).__name__}: {key!r}")
     if not key:
-        raise InvalidRequestError("a key cannot be empty")
+        raise UnsendableRequestError("a key cannot be empty")
     if " " in key or not key.isprintable():
-        raise InvalidRequestError(
+        raise UnsendableRequestError(
             f"key {key!r} contains whitespace or a control character; "
             "use a name like 'host1.cpu' (no spaces, tabs or newlines)"
         )
     if key == ALL_KEYS and not allow_all:
-        raise InvalidRequestError("'*' means 'all keys' in get; it cannot be stored as a key")
+        raise UnsendableRequestError("'*' means 'all keys' in get; it cannot be stored as a key")
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequestError(f"key {key!r} cannot be encoded as UTF-8") from None
+        raise UnsendableRequestError(f"key {key!r} cannot be encoded as UTF-8") from None
 
 
 def _value_text(value: object) -> str:
     if isinstance(value, bool) or not hasattr(value, "__float__"):
-        raise InvalidRequestError(f"a value must be a number, not {type(value).__name__} {value!r}")
+        raise UnsendableRequestError(
+            f"a value must be a number, not {type(value).__name__} {value!r}"
+        )
     text = str(value)
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidRequestError(f"value {value!r} is not a number") from None
+        raise UnsendableRequestError(f"value {value!r} is not a number") from None
     if not math.isfinite(number):
-        raise InvalidRequestError(f"value {value!r} is not finite; only finite numbers can be sent")
+        raise UnsendableRequestError(
+            f"value {value!r} is not finite; only finite numbers can be sent"
+        )
     if FLOAT_LITERAL.fullmatch(text.encode("ascii", "replace")) is None:
         text = repr(number)  # Decimal('1.5') or numpy scalars print differently
     return text
@@ -151,12 +189,14 @@ def _value_text(value: object) -> str:
 def _timestamp_text(timestamp: object) -> str:
     if isinstance(timestamp, bool) or not isinstance(timestamp, int):
         hint = " (use int(time.time()))" if isinstance(timestamp, float) else ""
-        raise InvalidRequestError(
+        raise UnsendableRequestError(
             "a timestamp must be an int of Unix seconds, "
             f"not {type(timestamp).__name__} {timestamp!r}{hint}"
         )
     if not INT64_MIN <= timestamp <= INT64_MAX:
-        raise InvalidRequestError(f"timestamp {timestamp} does not fit in a signed 64-bit integer")
+        raise UnsendableRequestError(
+            f"timestamp {timestamp} does not fit in a signed 64-bit integer"
+        )
     return str(timestamp)
 
 
@@ -207,8 +247,8 @@ class AnswerReader:
     def next_answer(self) -> Answer | NeedData:
         """Return the next complete answer, or ``NEED_DATA`` if more bytes are needed.
 
-        Raises :class:`RemoteProtocolError` if the bytes cannot be an answer or the answer grows
-        past ``max_answer_size``, and :class:`ClientConnectionError` if the stream ended
+        Raises :class:`MalformedAnswerError` if the bytes cannot be an answer or the answer grows
+        past ``max_answer_size``, and :class:`StreamEndedError` if the stream ended
         before the answer did.
         """
         end = self._buffer.find(b"\n\n", self._scanned)
@@ -217,7 +257,7 @@ class AnswerReader:
             return NEED_DATA
         if end + 2 > self.max_answer_size:
             self._check_head()
-            raise RemoteProtocolError(
+            raise MalformedAnswerError(
                 f"the server's answer is {end + 2} bytes, over {self.max_answer_size} bytes "
                 "(the client's max_answer_size)"
             )
@@ -260,37 +300,37 @@ class AnswerReader:
         # a stranger's flood up to max_answer_size.
         head = bytes(self._buffer[:6])
         if not (b"ok\n".startswith(head[:3]) or b"error\n".startswith(head)):
-            raise RemoteProtocolError(_not_an_answer(self._buffer))
+            raise MalformedAnswerError(_not_an_answer(self._buffer))
 
     def _check_partial(self) -> None:
         self._scanned = max(0, len(self._buffer) - 1)
         self._check_head()
         # No "\n\n" in max_answer_size bytes: the answer, once ended, would be over the limit.
         if len(self._buffer) >= self.max_answer_size:
-            raise RemoteProtocolError(
+            raise MalformedAnswerError(
                 f"the server's answer runs over {self.max_answer_size} bytes without ending "
                 "(the client's max_answer_size)"
             )
         if self._ended:
             if self._buffer:
-                raise ClientConnectionError(
+                raise StreamEndedError(
                     "the server closed the connection in the middle of an answer "
                     f"(after {len(self._buffer)} bytes of it): {_preview(self._buffer)}"
                 )
-            raise ClientConnectionError("the server closed the connection before answering")
+            raise StreamEndedError("the server closed the connection before answering")
 
 
 def _parse_answer(raw: bytes) -> Answer:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise RemoteProtocolError(f"the server's answer is not UTF-8: {_preview(raw)}") from None
+        raise MalformedAnswerError(f"the server's answer is not UTF-8: {_preview(raw)}") from None
     status, *lines = text.split("\n")
     if status == "ok":
         return Answer("ok", tuple(lines))
     if status == "error":
         return Answer("error", tuple(lines))
-    raise RemoteProtocolError(_not_an_answer(raw))
+    raise MalformedAnswerError(_not_an_answer(raw))
 
 
 def _not_an_answer(raw: bytes | bytearray) -> str:
@@ -305,21 +345,23 @@ def _preview(raw: bytes | bytearray, limit: int = 60) -> str:
 def _raise_for_error(answer: Answer, request: str) -> None:
     if answer.status == "error":
         detail = " ".join(answer.lines)
-        raise RequestRejectedError(f"the server refused {request!r}: {detail or 'error'}", detail)
+        raise RefusedRequestError(f"the server refused {request!r}: {detail or 'error'}", detail)
 
 
 def check_put_answer(answer: Answer, request: str = "put") -> None:
-    """Accept the answer to a ``put`` (``ok`` and no data) or raise a :class:`ClientError`."""
+    """Accept the answer to a ``put`` (``ok`` and no data) or raise a :class:`ProtocolError`."""
     _raise_for_error(answer, request)
     if answer.lines:
-        raise RemoteProtocolError(f"the answer to {request!r} has data lines: {answer.lines[:3]!r}")
+        raise MalformedAnswerError(
+            f"the answer to {request!r} has data lines: {answer.lines[:3]!r}"
+        )
 
 
 def parse_get_answer(answer: Answer, request: str = "get") -> GetResult:
     """Turn the answer to a ``get`` into ``{key: [(timestamp, value), ...]}``.
 
-    Each key's list is sorted by timestamp. Raises :class:`RequestRejectedError` for an
-    ``error`` answer and :class:`RemoteProtocolError` for a data line that is not
+    Each key's list is sorted by timestamp. Raises :class:`RefusedRequestError` for an
+    ``error`` answer and :class:`MalformedAnswerError` for a data line that is not
     ``<key> <value> <timestamp>``.
 
     >>> parse_get_answer(Answer("ok", ("cpu 0.4 2", "cpu 0.5 1")))
@@ -332,7 +374,7 @@ def parse_get_answer(answer: Answer, request: str = "get") -> GetResult:
             key, value, timestamp = line.split()
             point = (int(timestamp), float(value))
         except ValueError:
-            raise RemoteProtocolError(
+            raise MalformedAnswerError(
                 f"the answer to {request!r} has a line that is not "
                 f"'<key> <value> <timestamp>': {line[:80]!r}"
             ) from None
