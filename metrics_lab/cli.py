@@ -378,9 +378,6 @@ def _timestamp(text: str) -> int:
     return timestamp
 
 
-_NO_PATTERNS = "keys are matched whole, with no patterns"
-
-
 def _put_key(text: str) -> str:
     """A key to store: a '*' anywhere in it is refused, since ``get`` could not name it."""
     if "*" in text:
@@ -394,7 +391,8 @@ def _get_key(text: str) -> str:
     """A key to get: ``*`` (every key), or a key without a ``*`` (there are no patterns)."""
     if "*" in text and text != "*":
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a key: '*' alone means every key, and {_NO_PATTERNS}"
+            f"{text!r} is not a key: '*' alone means every key, and keys are matched whole, "
+            "with no patterns"
         )
     return text
 
@@ -722,11 +720,15 @@ def _add_check_options(parser: argparse.ArgumentParser, *, default_timeout: floa
 def _address(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[IPv6]:PORT`` or a bare ``PORT`` (on 127.0.0.1, as put and get)."""
     host, colon, port = text.rpartition(":")
-    if not port.isdigit() or (colon and not host) or not 1 <= int(port) <= 65535:
+    try:
+        if colon and not host:
+            raise argparse.ArgumentTypeError(text)
+        number = _port(port)  # the one port rule: ASCII digits, 1-65535
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected [HOST:]PORT with a port 1-65535, like 127.0.0.1:9000 or 9000, not {text!r}"
-        )
-    return (host.strip("[]") or DEFAULT_HOST), int(port)
+        ) from None
+    return (host.strip("[]") or DEFAULT_HOST), number
 
 
 def _check(args: argparse.Namespace) -> int:

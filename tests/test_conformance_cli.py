@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import pytest
 from metrics_lab import Client, serve_in_background
 from metrics_lab.cli import _parser, main
 from metrics_lab.conformance import SERVER_CHECKS, check_client, check_server
+from tests.conftest import unused_port
 
 FAST = "0.5"
 
@@ -41,14 +41,8 @@ def web_server() -> Iterator[tuple[str, int]]:
         thread.join()
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_nothing_listening_is_one_line_naming_the_cause(capsys: pytest.CaptureFixture[str]) -> None:
-    port = closed_port()
+    port = unused_port()
     assert main(["check", f"127.0.0.1:{port}", "--timeout", FAST]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from metrics_lab.server import PUMP_PIECE
+from tests.test_notebooks import _code_cell, _stdout
 from tools.export_notebooks import run_notebook
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "08_inside_the_session.ipynb"
@@ -28,19 +29,9 @@ def executed() -> nbformat.NotebookNode:
     return notebook
 
 
-def _stdout(cell: nbformat.NotebookNode) -> str:
-    return "".join(
-        output.text
-        for output in cell.get("outputs", [])
-        if output.output_type == "stream" and output.name == "stdout"
-    )
-
-
 def _printed(notebook: nbformat.NotebookNode, part: str) -> str:
     """What the one code cell whose source holds ``part`` printed."""
-    cells = [cell for cell in notebook.cells if cell.cell_type == "code" and part in cell.source]
-    assert len(cells) == 1, f"one code cell holds {part!r}, not {len(cells)}"
-    return _stdout(cells[0])
+    return _stdout(_code_cell(notebook, part))
 
 
 PRINTED = {
