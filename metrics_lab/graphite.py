@@ -54,12 +54,11 @@ from metrics_lab.protocol import (
     INT64_MAX,
     INT64_MIN,
     LineReader,
-    PointBatch,
     WrongCommandError,
     parse_key,
 )
 from metrics_lab.session import ANSWER_BATCH, MAX_UNSTORED_POINTS
-from metrics_lab.storage import STORED, Storage, one_line
+from metrics_lab.storage import STORED, PointBatch, Storage, one_line
 
 __all__ = [
     "GraphiteIngest",

@@ -59,10 +59,7 @@ class PendingWrite:
             if self._shares is None:
                 shares: list[tuple[list[str], list[int], list[float]]]
                 shares = [([], [], []) for _ in range(self.parts)]
-                batch = self.batch
-                for key, value, timestamp in zip(
-                    batch.keys, batch.values, batch.timestamps, strict=True
-                ):
+                for key, value, timestamp in self.batch:
                     keys, timestamps, values = shares[hash(key) % self.parts]
                     keys.append(key)
                     timestamps.append(timestamp)

@@ -45,8 +45,8 @@ from metrics_lab.extras import install_hint
 from metrics_lab.fastpath import FastParser
 from metrics_lab.graphite import GraphiteIngest
 from metrics_lab.logs import nonblocking_logging
-from metrics_lab.protocol import DEFAULT_MAX_LINE
-from metrics_lab.session import ANSWER_BATCH, ANSWER_PIECE, ServerSession, Session, SimpleParser
+from metrics_lab.protocol import DEFAULT_MAX_LINE, SimpleParser
+from metrics_lab.session import ANSWER_BATCH, ANSWER_PIECE, ServerSession, Session
 from metrics_lab.storage import MemoryStore, Storage
 
 __all__ = [

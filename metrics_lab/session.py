@@ -69,7 +69,6 @@ __all__ = [
     "ANSWER_BATCH",
     "ANSWER_PIECE",
     "STORE_ERROR_ANSWER",
-    "Item",
     "ServerSession",
     "Session",
     "SimpleParser",
@@ -241,13 +240,13 @@ class ServerSession:
     def run_held_requests(self) -> bool:
         """Run the held-back requests that may run now, in order; say whether any ran."""
         held = self._held
-        if not held or self.why_wait(held[0]) is not None:
-            return False
+        ran = False
         while held and self.why_wait(held[0]) is None:
             self._run(held.popleft())
-        if not held:
+            ran = True
+        if held is not None and not held:
             self._held = None
-        return True
+        return ran
 
     def why_wait(self, item: Item) -> str | None:
         """Why ``item``, the next request, cannot run now; ``None`` if it can.

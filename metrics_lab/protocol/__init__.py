@@ -3,7 +3,8 @@
 This package is the only place that knows what the metrics protocol looks like on the wire
 (the full text is ``docs/PROTOCOL.md``). The server and every client feed it bytes and get
 typed objects back, or hand it objects and get bytes to send; none of them formats or parses
-protocol text on its own. It is split by role, and every name is importable from here:
+protocol text on its own. It is split by role, and every public name is importable from here
+(but wire_format's two grammar regexes, ``FLOAT_LITERAL`` and ``INT_LITERAL``):
 
 - :mod:`~metrics_lab.protocol.wire_format`: what both sides share: the constants, the
   request types (:class:`PutRequest`, :class:`GetRequest`) and :class:`Answer`.

@@ -53,7 +53,7 @@ class Opened(NamedTuple):
 
     database: Database
     memory: MemoryStore  # every point in the file
-    changed: dict[str, None]  # the keys of the journal's points (a dict: see the worker)
+    changed: dict[str, None]  # the keys of the journal's points (a dict: see Compaction)
     journaled: int  # the journal's points: a journal left by a crash, to fold soon
 
 

@@ -37,9 +37,9 @@ class SQLiteStore(Storage):
     operating system, which still survives a crash or ``kill -9`` of the server but may lose
     the last commits if the machine itself goes down. ``lock_timeout`` is how long to wait
     for another process's lock before giving up. ``compact_every`` and ``fold_chunk``: see
-    the module docstring. ``max_size_bytes`` caps the size of the database file (``None``: no
-    cap but the disk's); once it is reached, puts fail as on a full disk, until the cap is
-    raised (:attr:`max_size_bytes` may be set at any time) or a fold frees room.
+    :mod:`metrics_lab.sqlite_store`. ``max_size_bytes`` caps the size of the database file
+    (``None``: no cap but the disk's); once it is reached, puts fail as on a full disk, until
+    the cap is raised (:attr:`max_size_bytes` may be set at any time) or a fold frees room.
 
     Every method may be called from any thread. Call :meth:`close` when done: it writes what
     is queued, folds the journal and releases the file.
@@ -97,12 +97,12 @@ class SQLiteStore(Storage):
 
     @property
     def compact_every(self) -> int:
-        """Journaled points after which the journal is folded (see the module docstring)."""
+        """Journaled points after which the journal is folded (:mod:`metrics_lab.sqlite_store`)."""
         return self._compaction.compact_every
 
     @property
     def fold_chunk(self) -> int:
-        """Keys written to ``series`` per transaction of a fold (see the module docstring)."""
+        """Keys written to ``series`` per fold transaction (:mod:`metrics_lab.sqlite_store`)."""
         return self._compaction.fold_chunk
 
     @property
