@@ -271,7 +271,7 @@ class ServerSession:
         if self._unstored is not None:
             self._forget_stored()
         if len(self._answers) >= MAX_QUEUED_ANSWERS:
-            return "too many answers wait for the peer to read them"
+            return "too many answers are queued (for the store, or for the peer to read them)"
         if self._unstored_points >= MAX_UNSTORED_POINTS:
             return "too many points wait for the store"
         if isinstance(item, GetRequest):
