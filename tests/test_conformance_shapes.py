@@ -254,3 +254,49 @@ def test_a_client_exception_shows_the_learners_traceback() -> None:
     assert "get('cpu') raised ZeroDivisionError" in result.detail
     assert "return {key: [(1, 1 / 0)]}" in result.traceback
     assert result.traceback.endswith("ZeroDivisionError: division by zero")
+
+
+# --- hints for two mistakes a beginner made in notebook 06 ----------------------------------
+
+
+class NoLineLimit(servers.ChunkServer):
+    """Buffers the unfinished line, as it should, but never checks a line's length."""
+
+    def __init__(self, store: servers.Store) -> None:
+        super().__init__(store)
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        for line in lines:
+            if line.strip():
+                self.transport.write(self.process(line.decode()).encode())
+
+
+class ErrorWithoutEmptyLine(servers.ChunkServer):
+    """Ends its error answer after one newline: the empty line that ends an answer is missing."""
+
+    def process(self, line: str) -> str:
+        answer = super().process(line)
+        return answer[:-1] if answer == servers.ERROR else answer
+
+
+def test_a_long_line_answered_ok_says_the_line_came_whole() -> None:
+    store: servers.Store = {}
+    report = check_protocol(lambda: NoLineLimit(store), timeout=FAST, only=["long-line"])
+    [result] = report.results
+    assert result.status == "fail"
+    assert "got 'ok\\n\\n'" in result.detail
+    assert "the long line came whole, ending in \\n, so check each complete line's length" in (
+        result.detail
+    )
+
+
+def test_an_answer_short_of_its_empty_line_says_so() -> None:
+    store: servers.Store = {}
+    report = check_protocol(
+        lambda: ErrorWithoutEmptyLine(store), timeout=FAST, only=["error-unknown-command"]
+    )
+    [result] = report.results
+    assert result.status == "fail"
+    assert "the answer lacks the empty line that ends every answer (\\n\\n)" in result.detail

@@ -137,6 +137,9 @@ class CheckFailed(Exception):
     def detail(self) -> str:
         """One line: the reason, then sent / expected / got, each shown readably."""
         parts = [self.why]
+        expected = self.expected
+        if isinstance(expected, bytes) and expected.endswith(b"\n\n") and self.got == expected[:-1]:
+            parts.append("the answer lacks the empty line that ends every answer (\\n\\n)")
         for label, data in (("sent", self.sent), ("expected", self.expected), ("got", self.got)):
             if data is None or (not data and label != "got"):
                 continue

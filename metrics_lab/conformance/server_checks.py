@@ -642,7 +642,13 @@ def _long_line(ctx: ServerContext) -> None:
     if not (answered and reading.ending in ("closed", "reset")):
         raise CheckFailed(
             "the server must answer error and close the connection"
-            + (" (it did not close it)" if reading.ending == "timeout" else ""),
+            + (" (it did not close it)" if reading.ending == "timeout" else "")
+            + (
+                ": the long line came whole, ending in \\n, so check each complete line's length "
+                "too, not only the unfinished rest in the buffer"
+                if reading.data.startswith(b"ok\n")
+                else ""
+            ),
             sent=request,
             expected=b"error\n...\n\n, then close",
             got=reading.data,
