@@ -12,7 +12,7 @@ the time differs, which notebook 05 measures.
 >>> parser = FastParser()
 >>> parser.parse(b"put cpu 0.5 1\\nput cpu 0.25 2\\r\\n" * 4)[0]
 PointBatch(keys=['cpu', 'cpu', 'cpu', 'cpu', 'cpu', 'cpu', 'cpu', 'cpu'], \
-values=[0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25], timestamps=[1, 2, 1, 2, 1, 2, 1, 2])
+timestamps=[1, 2, 1, 2, 1, 2, 1, 2], values=[0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.25])
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class FastParser(SimpleParser):
         For the common shape only: single spaces, at most one ``\\r`` before the ``\\n``.
 
         >>> FastParser().parse_put_line(b"put cpu 0.5 1\\n")
-        PointBatch(keys=('cpu',), values=(0.5,), timestamps=(1,))
+        PointBatch(keys=('cpu',), timestamps=(1,), values=(0.5,))
         """
         try:
             command, raw_key, raw_value, raw_timestamp = line.split(b" ")
@@ -141,7 +141,7 @@ class FastParser(SimpleParser):
         key = self.key_cache.get(raw_key) or self.key_cache.learn(raw_key)
         if key is None:
             return None
-        return PointBatch((key,), (value,), (timestamp,))
+        return PointBatch((key,), (timestamp,), (value,))
 
     def parse_put_block(self, block: bytes) -> PointBatch | None:
         """Parse a block of whole lines that are all valid puts, in one pass; else ``None``.
@@ -184,4 +184,4 @@ class FastParser(SimpleParser):
         keys = self.key_cache.keys_of(raw_keys)
         if keys is None:
             return None
-        return PointBatch(keys, values, timestamps)
+        return PointBatch(keys, timestamps, values)

@@ -182,7 +182,7 @@ class GraphiteReader:
                 keys.append(point[0])
                 values.append(point[1])
                 timestamps.append(point[2])
-        return Received(PointBatch(keys, values, timestamps), tuple(refused))
+        return Received(PointBatch(keys, timestamps, values), tuple(refused))
 
     @property
     def too_long(self) -> bool:

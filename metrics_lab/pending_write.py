@@ -59,7 +59,7 @@ class PendingWrite:
             if self._shares is None:
                 shares: list[tuple[list[str], list[int], list[float]]]
                 shares = [([], [], []) for _ in range(self.parts)]
-                for key, value, timestamp in self.batch:
+                for key, timestamp, value in self.batch:
                     keys, timestamps, values = shares[hash(key) % self.parts]
                     keys.append(key)
                     timestamps.append(timestamp)

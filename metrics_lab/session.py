@@ -333,7 +333,7 @@ class ServerSession:
             if isinstance(item, PointBatch):
                 batch = item
             else:
-                batch = PointBatch((item.key,), (item.value,), (item.timestamp,))
+                batch = PointBatch((item.key,), (item.timestamp,), (item.value,))
             written = self.store.write(batch)
             count = len(batch.keys)
             if written is not STORED:  # a durable store: answered once it has committed

@@ -54,20 +54,23 @@ __all__ = [
 
 @dataclass(slots=True)
 class PointBatch:
-    """Points in the order they were put, as three columns: ``keys[i]``, ``values[i]``,
-    ``timestamps[i]`` make point ``i``. The one shape a point has from parser to store.
+    """Points in the order they were put, as three columns: ``keys[i]``, ``timestamps[i]``,
+    ``values[i]`` make point ``i``. The one shape a point has from parser to store, in the
+    storage side's one column order: key, timestamp, value, as in :class:`Series` and
+    :data:`GetResult`. (Only the wire and ``Client.put`` say ``key value timestamp``, as the
+    course's protocol does; :meth:`of` takes points in that order.)
 
     Treat it as read-only. (It is not a frozen dataclass only because the server makes one
     per lone put, and a frozen dataclass takes several times longer to make.)
 
     >>> batch = PointBatch.of([("cpu", 0.5, 1), ("mem", 7.0, 1)])
     >>> len(batch), list(batch)
-    (2, [('cpu', 0.5, 1), ('mem', 7.0, 1)])
+    (2, [('cpu', 1, 0.5), ('mem', 1, 7.0)])
     """
 
     keys: Sequence[str]
-    values: Sequence[float]
     timestamps: Sequence[int]
+    values: Sequence[float]
 
     @classmethod
     def of(cls, points: Iterable[tuple[str, float, int]]) -> PointBatch:
@@ -76,13 +79,14 @@ class PointBatch:
         if not columns:
             return cls((), (), ())
         keys, values, timestamps = columns
-        return cls(keys, values, timestamps)
+        return cls(keys, timestamps, values)
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __iter__(self) -> Iterator[tuple[str, float, int]]:
-        return zip(self.keys, self.values, self.timestamps, strict=True)
+    def __iter__(self) -> Iterator[tuple[str, int, float]]:
+        """The points as ``(key, timestamp, value)`` rows."""
+        return zip(self.keys, self.timestamps, self.values, strict=True)
 
 
 class Series(NamedTuple):

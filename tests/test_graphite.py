@@ -103,14 +103,16 @@ def test_a_bad_line_is_refused_with_the_reason(line: bytes, reason: str) -> None
         parse_graphite_line(line, clock)
 
 
-def stream() -> tuple[bytes, list[tuple[str, float, int]], int]:
+def stream() -> tuple[bytes, list[tuple[str, int, float]], int]:
     """Every line of the tables, good and bad interleaved: the bytes, the points, the refusals."""
     lines: list[bytes] = []
     for (good, _), (bad, _) in zip(GOOD_LINES, BAD_LINES, strict=False):
         lines += [good, bad]
     lines += SKIPPED_LINES
     data = b"".join(line + b"\n" for line in lines)
-    return data, [point for _, point in GOOD_LINES], len(GOOD_LINES)
+    # As a PointBatch gives them: (key, timestamp, value), the storage side's column order.
+    rows = [(key, timestamp, value) for _, (key, value, timestamp) in GOOD_LINES]
+    return data, rows, len(GOOD_LINES)
 
 
 def feed(reader: GraphiteReader, chunks: Iterator[bytes]) -> tuple[list[object], int]:
@@ -136,7 +138,7 @@ def test_the_reader_gives_the_same_points_however_the_stream_is_cut() -> None:
 def test_the_reader_stops_at_a_line_over_the_limit_and_keeps_what_came_before() -> None:
     reader = GraphiteReader(max_line=40)
     received = reader.receive_data(b"a.b 1 1\n" + b"x" * 41)
-    assert list(received.points) == [("a.b", 1.0, 1)]
+    assert list(received.points) == [("a.b", 1, 1.0)]
     assert reader.too_long
     assert list(reader.receive_data(b"\na.b 2 2\n").points) == []
 
@@ -268,7 +270,7 @@ def test_bad_lines_are_counted_logged_and_the_connection_goes_on(
     with Client(*graphite_server.address, timeout=TIMEOUT) as client:
         stored = client.get("*")
     expected: dict[str, dict[int, float]] = {"after.bad": {1: 1.0}}
-    for key, value, timestamp in points:
+    for key, timestamp, value in points:
         expected.setdefault(key, {})[timestamp] = value  # last write wins, as for put
     assert stored == {key: sorted(series.items()) for key, series in expected.items()}
     assert ingest_of(graphite_server).refused_lines.total == refused

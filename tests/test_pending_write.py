@@ -68,8 +68,8 @@ def test_cutting_one_batch_does_not_hold_up_another() -> None:
             release.wait(WAIT)
             return str.__hash__(self)
 
-    slow = PendingWrite(PointBatch([SlowKey("cpu")], [0.5], [1]), parts=2)
-    other = PendingWrite(PointBatch(["mem"], [0.7], [1]), parts=2)
+    slow = PendingWrite(PointBatch([SlowKey("cpu")], [1], [0.5]), parts=2)
+    other = PendingWrite(PointBatch(["mem"], [1], [0.7]), parts=2)
     with ThreadPoolExecutor(2) as pool:
         try:
             cutting = pool.submit(slow.share, 0)

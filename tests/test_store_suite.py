@@ -159,13 +159,13 @@ def test_empty_put_many_changes_nothing(store: Storage) -> None:
 
 def test_a_batch_whose_columns_differ_fails_alone(store: Storage) -> None:
     with pytest.raises(StoreFailure):
-        store.write(PointBatch(("a", "b"), (1.0,), (1, 2))).result(timeout=10)
+        store.write(PointBatch(("a", "b"), (1, 2), (1.0,))).result(timeout=10)
     store.put_many([("cpu", 1.0, 1)])
     assert rows(store) == [("cpu", [1], [1.0])]
 
 
 def test_write_returns_a_future_that_is_done_once_stored(store: Storage) -> None:
-    written = store.write(PointBatch(("cpu", "mem"), (0.5, 7.0), (1, 1)))
+    written = store.write(PointBatch(("cpu", "mem"), (1, 1), (0.5, 7.0)))
     assert written.result(timeout=10) is None
     assert rows(store) == [("cpu", [1], [0.5]), ("mem", [1], [7.0])]
 

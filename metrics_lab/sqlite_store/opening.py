@@ -183,7 +183,7 @@ def _load(database: Database) -> Opened:
         timestamps, values = unpack(stamps, numbers)
         if len(joined.split()) != len(keys) or len(timestamps) != len(keys):
             raise Damaged("a journal row whose keys and points do not match")
-        memory.write(PointBatch(keys, values, timestamps)).result()
+        memory.write(PointBatch(keys, timestamps, values)).result()
         changed.update(dict.fromkeys(keys))
         journaled += len(keys)
     return Opened(database, memory, changed, journaled)

@@ -44,7 +44,7 @@ def journal_row(batch: PointBatch) -> tuple[JournalRow, PointBatch]:
     values = array("d", batch.values)  # TypeError for what is not a number
     if not len(timestamps) == len(values) == len(keys):
         raise ValueError("a batch whose columns differ in length")
-    return (joined, pack(timestamps), pack(values)), PointBatch(keys, values, timestamps)
+    return (joined, pack(timestamps), pack(values)), PointBatch(keys, timestamps, values)
 
 
 class Writer:
