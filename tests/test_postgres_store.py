@@ -118,6 +118,22 @@ def test_an_abandoned_get_frees_its_reader(pg_url: str):
         store.close()
 
 
+def test_a_get_waiting_for_a_reader_is_failed_when_the_store_closes(pg_url: str):
+    # The only reader is busy, so a second get waits for it; close() used to cancel that get
+    # without a word, and whoever waited on its future waited forever.
+    store = PostgresStore(pg_url, readers=1, prefetch=1)
+    store.put_many(("big", 1.0, n) for n in range(3 * FETCH_ROWS))
+    held = store.snapshot("big")
+    wait_for_piece(held)  # the reader now waits for room to hand over more
+    waiting = store.snapshot("big")
+    wakeup = next(waiting)
+    assert isinstance(wakeup, Future)
+    store.close()
+    wakeup.result(WAIT)  # done: the session that waited is woken
+    with pytest.raises(StoreFailure, match="closed"):
+        next(waiting)
+
+
 def test_a_put_after_a_get_waits_until_the_gets_snapshot_is_fixed(pg_url: str):
     # The only reader is busy, so the get's snapshot is not fixed for a while; a put after it
     # on the same connection used to be committed meanwhile, and the get then showed it.

@@ -80,11 +80,19 @@ class Readers:
         return True
 
     def close(self) -> None:
-        """Wait for the reader threads to end, and close their connections."""
+        """Wait for the reader threads to end, and close their connections.
+
+        A get still waiting for a reader then never gets one: it fails, so whoever waits
+        on it is woken.
+        """
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             dbs = list(self._dbs)
             self._dbs.clear()
+            never_read = list(self._streams)
+            self._streams.clear()
+        for stream in never_read:
+            stream.finish(StoreFailure("the store is closed"))
         for db in dbs:
             db.close()
 
@@ -107,8 +115,8 @@ class Readers:
     def _fill(self, stream: _Stream, key: str | None) -> None:
         """On a reader thread: run the query and feed its rows to ``stream``."""
         try:
-            if stream.abandoned:
-                return
+            if stream.abandoned:  # nobody may be waiting, but if one is, it must be woken
+                raise StoreFailure("the store is closed" if self._closed else "get dropped")
             db = self._reader_db()
             try:
                 _stream_rows(db, stream, key)
