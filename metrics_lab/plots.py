@@ -13,7 +13,7 @@ Axes, titled and labelled with units, so a learner can keep drawing on it::
 - :func:`plot_timeline`: horizontal bars for spans of time (which request ran when).
 - :func:`legend_outside`: the legend to the right of the plot, where it covers no data.
 
-This module and :mod:`metrics_lab.frames` are the only ones that import matplotlib or pandas.
+This module and :mod:`metrics_lab.dataframes` are the only ones that import matplotlib or pandas.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ try:
 except ModuleNotFoundError as exc:  # the data extra is not installed
     raise missing_extra(__name__, "data", "pandas matplotlib", exc) from None
 
-from metrics_lab.frames import GetResult, to_frame
+from metrics_lab.dataframes import GetResult, to_frame
 
 __all__ = ["Span", "legend_outside", "mark_anomalies", "plot_series", "plot_timeline"]
 
@@ -62,7 +62,7 @@ def plot_series(
 ) -> Axes:
     """Plot each key's values against time (UTC), one labelled line per key.
 
-    ``data`` is a ``get`` result or a tidy frame (:func:`metrics_lab.frames.to_frame`);
+    ``data`` is a ``get`` result or a tidy frame (:func:`metrics_lab.dataframes.to_frame`);
     ``keys`` picks and orders the keys to draw (all by default). The y label reads
     ``"<ylabel> (<unit>)"`` when a unit is given; the x label names the first and last time
     drawn, so the dates are never left to guess. The legend sits right of the plot.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from metrics_lab.frames import to_frame
+from metrics_lab.dataframes import to_frame
 from metrics_lab.plots import mark_anomalies, plot_series, plot_timeline
 from metrics_lab.synthetic import cpu_load
 
