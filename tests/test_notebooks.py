@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tools.export_notebooks import KERNEL, export_notebook, run_notebook
+from tools.export_notebooks import KERNEL, export_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -25,14 +25,6 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_*.py"))
 
 WARNING_LIKE = re.compile(r"Warning|Error|Traceback|WARNING|ERROR|CRITICAL")
-
-# Appended to a copy of each notebook before it runs: the chapter must have stopped every
-# background server it started (their threads carry this name).
-NO_SERVER_LEFT = """
-import threading
-left = [t.name for t in threading.enumerate() if t.name == "metrics-lab-server"]
-assert not left, f"the notebook left {len(left)} background servers running"
-"""
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -75,10 +67,8 @@ def test_notebook_is_a_stripped_chapter(path: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_runs_cleanly_in_a_fresh_kernel(path: Path):
-    notebook = nbformat.read(path, as_version=4)
-    notebook.cells.append(nbformat.v4.new_code_cell(NO_SERVER_LEFT))
-    run_notebook(notebook, path.parent)
+def test_notebook_runs_cleanly_in_a_fresh_kernel(path: Path, executed_notebook):
+    notebook = executed_notebook(path)  # the session's one run, with NO_SERVER_LEFT at its end
     REACHED.get(path.stem, _nothing_announced)(notebook)
     # Warnings and log records in a kernel go to the cell's stderr. Progress bars do too, and
     # they are welcome, so only text that looks like a warning, an error or a log fails.
