@@ -83,3 +83,13 @@ def test_the_solutions_pass_and_a_course_green_server_fails_strict(outputs: list
         without_buffer
     )
     assert "PROTOCOL.md rules failed: split-request, split-utf8, long-line" in without_buffer
+
+
+def test_the_learners_program_is_their_code_in_a_folder_removed_at_the_end(
+    outputs: list[str],
+) -> None:
+    program = cell_printing(outputs, "my_server.py:")
+    assert "class MyServer(asyncio.Protocol):\n    buffer = b''\n" in program
+    assert "def data_received(self, data):" in program
+    assert "TODO" not in program, "the notes to the learner stay in the notebook"
+    assert re.search(r"metrics_lab_06_\w+ removed: True\n$", cell_printing(outputs, " removed: "))
