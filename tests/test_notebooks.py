@@ -1,7 +1,9 @@
 """Every notebook runs top to bottom in a fresh kernel, cleanly, and is stored without outputs.
 
 Notebooks are found by globbing ``notebooks/*.ipynb``, so a new chapter is tested as soon as it
-exists. They run through ``tools/export_notebooks.py``, the code ``make demo`` uses.
+exists. They run through ``tools/export_notebooks.py``, the code ``make demo`` uses, once per
+test session (``executed_notebook`` in tests/conftest.py): the tests of notebooks 06 and 08 read
+the outputs of that same run.
 """
 
 from __future__ import annotations
