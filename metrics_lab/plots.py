@@ -30,7 +30,8 @@ try:
 except ModuleNotFoundError as exc:  # the data extra is not installed
     raise missing_extra(__name__, "data", "pandas matplotlib", exc) from None
 
-from metrics_lab.dataframes import GetResult, to_frame
+from metrics_lab.dataframes import to_frame
+from metrics_lab.storage import GetResult
 
 __all__ = ["legend_outside", "mark_anomalies", "plot_series"]
 
