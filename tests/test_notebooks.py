@@ -314,6 +314,9 @@ def _03_own_server_passes_the_checker(notebook: nbformat.NotebookNode) -> None:
 
 
 def _05_measures_a_separate_server_and_stops_it(notebook: nbformat.NotebookNode) -> None:
+    starts = _code_cell(notebook, "def start_server(").source
+    assert '"--port", "0"' in starts, "the server binds any free port and its log says which"
+    assert "free_port" not in starts, "no port guessed free, which another program may take"
     results = _code_cell(notebook, "results = pd.DataFrame(")
     [table] = [output for output in results.outputs if output.output_type == "execute_result"]
     assert "points/s" in table.data["text/plain"], "the results table is shown"
