@@ -1,7 +1,7 @@
 """metrics_lab: a small, fast metrics service, and course material that shows how it works.
 
 The public API, all importable from here (pandas and matplotlib are imported only by
-:mod:`metrics_lab.frames` and :mod:`metrics_lab.plots`, never on ``import metrics_lab``):
+:mod:`metrics_lab.dataframes` and :mod:`metrics_lab.plots`, never on ``import metrics_lab``):
 
 - :class:`Client`, :class:`AsyncClient`: blocking and asyncio clients (``client``, ``async_client``)
 - :class:`ClientError` and its subclasses: everything a client raises (``errors``)

@@ -10,10 +10,9 @@ Axes, titled and labelled with units, so a learner can keep drawing on it::
 
 - :func:`plot_series`: one line per key against UTC time.
 - :func:`mark_anomalies`: red markers on points flagged as unusual.
-- :func:`plot_timeline`: horizontal bars for spans of time (which request ran when).
 - :func:`legend_outside`: the legend to the right of the plot, where it covers no data.
 
-This module and :mod:`metrics_lab.frames` are the only ones that import matplotlib or pandas.
+This module and :mod:`metrics_lab.dataframes` are the only ones that import matplotlib or pandas.
 """
 
 from __future__ import annotations
@@ -25,20 +24,16 @@ from metrics_lab.extras import missing_extra
 try:
     import matplotlib.dates as mdates
     import pandas as pd
-    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.legend import Legend
-    from matplotlib.patches import Patch
 except ModuleNotFoundError as exc:  # the data extra is not installed
     raise missing_extra(__name__, "data", "pandas matplotlib", exc) from None
 
-from metrics_lab.frames import GetResult, to_frame
+from metrics_lab.dataframes import to_frame
+from metrics_lab.storage import GetResult
 
-__all__ = ["Span", "legend_outside", "mark_anomalies", "plot_series", "plot_timeline"]
-
-Span = tuple[str, float, float]
-"""One bar of a timeline: ``(lane, start, end)``, times in seconds from any common origin."""
+__all__ = ["legend_outside", "mark_anomalies", "plot_series"]
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
@@ -62,7 +57,7 @@ def plot_series(
 ) -> Axes:
     """Plot each key's values against time (UTC), one labelled line per key.
 
-    ``data`` is a ``get`` result or a tidy frame (:func:`metrics_lab.frames.to_frame`);
+    ``data`` is a ``get`` result or a tidy frame (:func:`metrics_lab.dataframes.to_frame`);
     ``keys`` picks and orders the keys to draw (all by default). The y label reads
     ``"<ylabel> (<unit>)"`` when a unit is given; the x label names the first and last time
     drawn, so the dates are never left to guess. The legend sits right of the plot.
@@ -106,16 +101,13 @@ def _format_time_axis(ax: Axes) -> None:
     ax.xaxis.set_major_formatter(formatter)
 
 
-def legend_outside(
-    ax: Axes, *, title: str | None = None, handles: Sequence[Artist] | None = None
-) -> Legend:
+def legend_outside(ax: Axes, *, title: str | None = None) -> Legend:
     """Draw ``ax``'s legend to the right of the plot, where it cannot cover any data.
 
     Call it again after adding lines to update it. A figure made with
     ``layout="constrained"`` (as ``plot_series`` makes its own) keeps room for it.
     """
     return ax.legend(
-        handles=handles,
         title=title,
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
@@ -142,50 +134,4 @@ def mark_anomalies(points: pd.DataFrame, *, ax: Axes | None = None, label: str =
         zorder=3,
     )
     legend_outside(ax)
-    return ax
-
-
-def plot_timeline(
-    spans: Sequence[Span],
-    *,
-    ax: Axes | None = None,
-    title: str = "Requests over time",
-    unit: str = "ms",
-    scale: float = 1000.0,
-    lane_label: str = "client",
-    span_label: str | None = "a bar: one request,\nfrom sending to answer",
-) -> Axes:
-    """Draw each ``(lane, start, end)`` span as a bar in its lane, to show what overlapped.
-
-    Times are seconds; they are shown relative to the earliest start, multiplied by
-    ``scale`` and labelled with ``unit`` (milliseconds by default). Lanes appear top to
-    bottom in the order they first occur; ``lane_label`` names them on the y axis.
-    ``span_label`` says what a bar is, in a legend right of the plot (``None``: no legend,
-    e.g. for the lower plots of a stack). Returns the Axes.
-    """
-    ax = _axes(ax, (10, 3))
-    lanes: dict[str, int] = {}
-    for lane, _, _ in spans:
-        lanes.setdefault(lane, len(lanes))
-    origin = min((start for _, start, _ in spans), default=0.0)
-    colors = [f"C{index % 10}" for index in range(len(lanes))]
-    for lane, start, end in spans:
-        row = lanes[lane]
-        ax.broken_barh(
-            [((start - origin) * scale, max(end - start, 0.0) * scale)],
-            (row - 0.4, 0.8),
-            facecolors=colors[row],
-            edgecolor="black",
-            linewidth=0.5,
-        )
-    ax.set_yticks(range(len(lanes)), list(lanes))
-    ax.set_ylim(len(lanes) - 0.5, -0.5)  # the first lane on top
-    ax.set_xlim(left=0)
-    ax.set_title(title)
-    ax.set_xlabel(f"time since the first start ({unit})")
-    ax.set_ylabel(lane_label)
-    ax.grid(True, axis="x", alpha=0.3)
-    if span_label is not None:
-        key = Patch(facecolor="lightgray", edgecolor="black", linewidth=0.5, label=span_label)
-        legend_outside(ax, handles=[key])
     return ax

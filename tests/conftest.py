@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import nbformat
 import pytest
 
 from metrics_lab import BackgroundServer, serve_in_background
@@ -53,6 +55,49 @@ def read_answers(sock: socket.socket, count: int) -> bytes:
             break
         data += chunk
     return data
+
+
+# Appended to each notebook a test runs: the chapter must have stopped every background server
+# it started (their threads carry this name).
+NO_SERVER_LEFT = """
+import threading
+left = [t.name for t in threading.enumerate() if t.name == "metrics-lab-server"]
+assert not left, f"the notebook left {len(left)} background servers running"
+"""
+
+
+@pytest.fixture(scope="session")
+def executed_notebook() -> Callable[[Path], nbformat.NotebookNode]:
+    """A function that runs a notebook once per test session and returns the executed copy.
+
+    A chapter takes up to half a minute to run, so the test that it runs cleanly and the tests
+    that read what its cells printed share one run in a fresh kernel. The copy ends with a cell
+    that fails if the chapter left a background server running. A notebook that fails fails
+    every test that asks for it, with the same error, and is not run again.
+    """
+    # Imported here, not at the top: nbconvert takes a while to import, and most tests never
+    # run a notebook.
+    from tools.export_notebooks import run_notebook
+
+    runs: dict[Path, nbformat.NotebookNode | Exception] = {}
+
+    def executed(path: Path) -> nbformat.NotebookNode:
+        path = path.resolve()
+        if path not in runs:
+            notebook = nbformat.read(path, as_version=4)
+            notebook.cells.append(nbformat.v4.new_code_cell(NO_SERVER_LEFT))
+            try:
+                run_notebook(notebook, path.parent)
+            except Exception as exc:  # remembered, so the next test fails the same way at once
+                runs[path] = exc
+            else:
+                runs[path] = notebook
+        run = runs[path]
+        if isinstance(run, Exception):
+            raise run
+        return run
+
+    return executed
 
 
 def unused_port() -> int:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from metrics_lab.conformance import CLIENT_CHECKS, HUNG_HINT, SERVER_CHECKS
-from tools.export_notebooks import run_notebook
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "06_build_your_own_server.ipynb"
 STRICT = len(SERVER_CHECKS)
@@ -24,10 +22,9 @@ COURSE = len([check for check in SERVER_CHECKS if check.runs_in("course")])
 
 
 @pytest.fixture(scope="module")
-def outputs() -> list[str]:
+def outputs(executed_notebook) -> list[str]:
     """The text each code cell printed, in order (cells that print nothing give "")."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    run_notebook(notebook, NOTEBOOK.parent)
+    notebook = executed_notebook(NOTEBOOK)  # the run tests/test_notebooks.py checks too
     return [
         "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
         for cell in notebook.cells
@@ -86,3 +83,13 @@ def test_the_solutions_pass_and_a_course_green_server_fails_strict(outputs: list
         without_buffer
     )
     assert "PROTOCOL.md rules failed: split-request, split-utf8, long-line" in without_buffer
+
+
+def test_the_learners_program_is_their_code_in_a_folder_removed_at_the_end(
+    outputs: list[str],
+) -> None:
+    program = cell_printing(outputs, "my_server.py:")
+    assert "class MyServer(asyncio.Protocol):\n    buffer = b''\n" in program
+    assert "def data_received(self, data):" in program
+    assert "TODO" not in program, "the notes to the learner stay in the notebook"
+    assert re.search(r"metrics_lab_06_\w+ removed: True\n$", cell_printing(outputs, " removed: "))

@@ -1,15 +1,16 @@
 """Notebook 08 (inside the session) reaches the states its prose describes, as its outputs show.
 
-tests/test_notebooks.py runs every notebook and checks that it runs cleanly; this file runs
-notebook 08 once more and checks what its cells print: the prose after each output describes
-those outputs, so a change in the core that changes them must fail here until the notebook
-follows. No timing is asserted: the notebook prints its measurements, and the prose does not
-rely on their values.
+tests/test_notebooks.py runs every notebook and checks that it runs cleanly; this file reads
+that same run (``executed_notebook`` in tests/conftest.py) and checks what its cells print: the
+prose after each output describes those outputs, so a change in the core that changes them
+must fail here until the notebook follows. No timing is asserted: the notebook prints its
+measurements, and the prose does not rely on their values.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -17,16 +18,15 @@ import pytest
 
 from metrics_lab.server import PUMP_PIECE
 from tests.test_notebooks import _code_cell, _stdout
-from tools.export_notebooks import run_notebook
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "08_inside_the_session.ipynb"
 
 
 @pytest.fixture(scope="module")
-def executed() -> nbformat.NotebookNode:
-    notebook: nbformat.NotebookNode = nbformat.read(NOTEBOOK, as_version=4)
-    run_notebook(notebook, NOTEBOOK.parent)
-    return notebook
+def executed(
+    executed_notebook: Callable[[Path], nbformat.NotebookNode],
+) -> nbformat.NotebookNode:
+    return executed_notebook(NOTEBOOK)  # the run tests/test_notebooks.py checks too
 
 
 def _printed(notebook: nbformat.NotebookNode, part: str) -> str:

@@ -1,7 +1,9 @@
 """Every notebook runs top to bottom in a fresh kernel, cleanly, and is stored without outputs.
 
 Notebooks are found by globbing ``notebooks/*.ipynb``, so a new chapter is tested as soon as it
-exists. They run through ``tools/export_notebooks.py``, the code ``make demo`` uses.
+exists. They run through ``tools/export_notebooks.py``, the code ``make demo`` uses, once per
+test session (``executed_notebook`` in tests/conftest.py): the tests of notebooks 06 and 08 read
+the outputs of that same run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tools.export_notebooks import KERNEL, export_notebook, run_notebook
+from tools.export_notebooks import KERNEL, export_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -25,14 +27,6 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_*.py"))
 
 WARNING_LIKE = re.compile(r"Warning|Error|Traceback|WARNING|ERROR|CRITICAL")
-
-# Appended to a copy of each notebook before it runs: the chapter must have stopped every
-# background server it started (their threads carry this name).
-NO_SERVER_LEFT = """
-import threading
-left = [t.name for t in threading.enumerate() if t.name == "metrics-lab-server"]
-assert not left, f"the notebook left {len(left)} background servers running"
-"""
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -75,10 +69,8 @@ def test_notebook_is_a_stripped_chapter(path: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_runs_cleanly_in_a_fresh_kernel(path: Path):
-    notebook = nbformat.read(path, as_version=4)
-    notebook.cells.append(nbformat.v4.new_code_cell(NO_SERVER_LEFT))
-    run_notebook(notebook, path.parent)
+def test_notebook_runs_cleanly_in_a_fresh_kernel(path: Path, executed_notebook):
+    notebook = executed_notebook(path)  # the session's one run, with NO_SERVER_LEFT at its end
     REACHED.get(path.stem, _nothing_announced)(notebook)
     # Warnings and log records in a kernel go to the cell's stderr. Progress bars do too, and
     # they are welcome, so only text that looks like a warning, an error or a log fails.
@@ -322,6 +314,9 @@ def _03_own_server_passes_the_checker(notebook: nbformat.NotebookNode) -> None:
 
 
 def _05_measures_a_separate_server_and_stops_it(notebook: nbformat.NotebookNode) -> None:
+    starts = _code_cell(notebook, "def start_server(").source
+    assert '"--port", "0"' in starts, "the server binds any free port and its log says which"
+    assert "free_port" not in starts, "no port guessed free, which another program may take"
     results = _code_cell(notebook, "results = pd.DataFrame(")
     [table] = [output for output in results.outputs if output.output_type == "execute_result"]
     assert "points/s" in table.data["text/plain"], "the results table is shown"

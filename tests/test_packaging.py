@@ -152,7 +152,7 @@ POSTGRES_HINT = (
 @pytest.mark.parametrize(
     ("module", "needs", "hint"),
     [
-        ("metrics_lab.frames", "numpy", DATA_HINT),
+        ("metrics_lab.dataframes", "numpy", DATA_HINT),
         ("metrics_lab.plots", "matplotlib", DATA_HINT),
         ("metrics_lab.postgres_store", "psycopg", POSTGRES_HINT),
     ],

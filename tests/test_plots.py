@@ -6,11 +6,10 @@ import io
 
 import matplotlib
 import numpy as np
-import pytest
 from matplotlib.figure import Figure
 
-from metrics_lab.frames import to_frame
-from metrics_lab.plots import mark_anomalies, plot_series, plot_timeline
+from metrics_lab.dataframes import to_frame
+from metrics_lab.plots import mark_anomalies, plot_series
 from metrics_lab.synthetic import cpu_load
 
 matplotlib.use("Agg")  # no display needed; chosen before pyplot is imported
@@ -76,7 +75,6 @@ def test_plotting_leaves_no_pyplot_figure_behind():
     before = plt.get_fignums()
     ax = plot_series(RESULT)
     mark_anomalies(to_frame(RESULT).head(3), ax=ax)
-    plot_timeline([("a", 0.0, 1.0)])
     assert plt.get_fignums() == before
     figure = ax.get_figure()
     assert isinstance(figure, Figure)
@@ -99,27 +97,3 @@ def test_mark_anomalies_circles_the_given_points():
     assert legend is not None
     assert "spike (2)" in [text.get_text() for text in legend.get_texts()]
     _is_right_of_the_data(ax)
-
-
-def test_plot_timeline_puts_each_lane_on_its_own_row():
-    spans = [("client 1", 10.0, 10.5), ("client 2", 10.1, 10.3), ("client 1", 10.6, 10.7)]
-    ax = plot_timeline(spans, title="three requests")
-    assert [tick.get_text() for tick in ax.get_yticklabels()] == ["client 1", "client 2"]
-    bars = ax.collections
-    assert len(bars) == 3
-    # Times are shown relative to the first start, in milliseconds.
-    first = bars[0].get_paths()[0].get_extents()
-    assert first.x0 == pytest.approx(0.0)
-    assert first.x1 == pytest.approx(500.0)
-    assert ax.get_xlabel() == "time since the first start (ms)"
-    assert ax.get_ylabel() == "client"
-    legend = ax.get_legend()
-    assert legend is not None
-    assert [text.get_text() for text in legend.get_texts()] == [
-        "a bar: one request,\nfrom sending to answer"
-    ]
-    _is_right_of_the_data(ax)
-    assert plot_timeline(spans, span_label=None).get_legend() is None
-    figure = ax.get_figure()
-    assert isinstance(figure, Figure)
-    _renders(figure)

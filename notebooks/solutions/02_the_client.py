@@ -5,7 +5,7 @@ notebook.
 """
 
 from metrics_lab import Client, ClientConnectionError, WireLog, serve_in_background
-from metrics_lab.frames import wire_frame
+from metrics_lab.dataframes import wire_frame
 
 # In a with block the server stops (and a Client closes) at its end, as the notebook's
 # server.stop() and client.close() do.

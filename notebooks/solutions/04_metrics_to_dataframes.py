@@ -5,7 +5,7 @@ into the notebook, where ``frame``, ``wide`` and ``client`` already exist.
 """
 
 from metrics_lab import Client, serve_in_background
-from metrics_lab.frames import to_frame, to_points, to_wide
+from metrics_lab.dataframes import to_frame, to_points, to_wide
 from metrics_lab.synthetic import fleet
 
 # In a with block the server stops and the client closes at its end, as the notebook's

@@ -8,11 +8,13 @@ machine and from run to run; the shapes are what matter.
 
 from __future__ import annotations
 
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,33 +30,40 @@ from metrics_lab.synthetic import fleet
 POINTS = fleet(hosts=("web1", "web2", "db1", "db2"), points=1440, seed=5)
 
 
+# The line a server writes into its log once it listens, with the port it got.
+LISTENING = re.compile(r"serving metrics on [\d.]+:(\d+)")
+
+
 @contextmanager
 def running_server(*options: str) -> Iterator[int]:
-    """`metrics-lab serve` in its own process, for the ``with`` block; yields its port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "metrics_lab", "serve", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--log-level", "WARNING", *options], stderr=subprocess.PIPE, text=True
-    )
+    """`metrics-lab serve --port 0` in its own process, for the ``with`` block; yields its port.
+
+    As in the notebook: the operating system picks a free port, and the server's log says which,
+    once it listens. Afterwards, any warning or error in the rest of its log is printed.
+    """
+    command = [sys.executable, "-m", "metrics_lab", "serve", "--port", "0", *options]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A server that neither listens nor exits within 10 s is killed: its log ends, and so
+    # does the loop below.
+    give_up = threading.Timer(10, process.kill)
+    give_up.start()
     try:
-        for _ in range(200):  # up to 10 s; ready once it accepts a connection
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        log, found = [], None
+        for line in process.stderr:  # the server's log, a line at a time, as it writes it
+            log.append(line)
+            if found := LISTENING.search(line):
                 break
-            except OSError:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the server exited: {process.communicate()[1]}") from None
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("the server did not accept connections within 10 s")
-        yield port
+        give_up.cancel()
+        if found is None:
+            raise RuntimeError(f"the server did not start: {''.join(log)}")
+        yield int(found[1])
     finally:
         process.terminate()
-        errors = process.communicate(timeout=10)[1]
-        if errors:
-            print("the server said:", errors)
+        rest = process.communicate(timeout=10)[1]
+        # Its INFO lines only say that it stopped and how it closed its store.
+        problems = [line for line in rest.splitlines() if " INFO " not in line]
+        if problems:
+            print("the server said:", *problems, sep="\n")
 
 
 def exercise_1(port: int) -> None:

@@ -24,7 +24,7 @@ This is the only module of the package that imports pandas; ``import metrics_lab
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from metrics_lab.extras import missing_extra
 
@@ -47,12 +47,10 @@ from metrics_lab.protocol import (
     parse_get_answer,
     parse_request,
 )
+from metrics_lab.storage import GetResult
 from metrics_lab.wire import WireEvent
 
-__all__ = ["COLUMNS", "TIME_DTYPE", "GetResult", "to_frame", "to_points", "to_wide", "wire_frame"]
-
-GetResult = Mapping[str, Sequence[tuple[int, float]]]
-"""What :meth:`metrics_lab.Client.get` returns: ``{key: [(timestamp, value), ...]}``."""
+__all__ = ["COLUMNS", "TIME_DTYPE", "to_frame", "to_points", "to_wide", "wire_frame"]
 
 COLUMNS = ("key", "timestamp", "time", "value")
 """The columns of a tidy frame, in order."""
@@ -65,8 +63,9 @@ which also keeps every 64-bit timestamp in range (nanoseconds would overflow aft
 def to_frame(result: GetResult) -> pd.DataFrame:
     """Turn a ``get`` result into a tidy frame, one row per point.
 
-    Columns are :data:`COLUMNS`; rows are sorted by key, then timestamp, with a fresh
-    ``RangeIndex``. An empty result gives an empty frame with the same columns and dtypes.
+    ``result`` is a :data:`~metrics_lab.storage.GetResult`. Columns are :data:`COLUMNS`; rows
+    are sorted by key, then timestamp, with a fresh ``RangeIndex``. An empty result gives an
+    empty frame with the same columns and dtypes.
     """
     keys: list[str] = []
     timestamps: list[int] = []

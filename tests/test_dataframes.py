@@ -1,4 +1,4 @@
-"""metrics_lab.frames: get results <-> DataFrames, and the wire log as a table."""
+"""metrics_lab.dataframes: get results <-> DataFrames, and the wire log as a table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from metrics_lab import Client, WireLog, serve_in_background
-from metrics_lab.frames import COLUMNS, TIME_DTYPE, to_frame, to_points, to_wide, wire_frame
+from metrics_lab.dataframes import COLUMNS, TIME_DTYPE, to_frame, to_points, to_wide, wire_frame
 from metrics_lab.synthetic import fleet
 from metrics_lab.wire import WireEvent
 
