@@ -12,7 +12,7 @@ of its final state, ``label 100% |##########| 2000/2000 [...]``, instead of a sc
 would be loaded from the web; the executed ``.ipynb`` keeps the widgets.
 
 Nothing here knows about metrics_lab; ``tests/test_notebooks.py`` uses
-:func:`execute_notebook` too, so ``make test`` and ``make demo`` run notebooks the same way.
+:func:`run_notebook` too, so ``make test`` and ``make demo`` run notebooks the same way.
 """
 
 from __future__ import annotations
