@@ -11,7 +11,7 @@ shows). The HTML needs no internet: a widget (a tqdm progress bar) is shown ther
 of its final state, ``label 100% |##########| 2000/2000 [...]``, instead of a script that
 would be loaded from the web; the executed ``.ipynb`` keeps the widgets.
 
-Nothing here knows about metrics_lab; ``tests/test_notebooks.py`` uses
+Nothing here knows about metrics_lab; the notebook tests (``tests/conftest.py``) use
 :func:`run_notebook` too, so ``make test`` and ``make demo`` run notebooks the same way.
 """
 
