@@ -262,10 +262,11 @@ class _Watchdog:
     re-armed for the time left.
     """
 
-    __slots__ = ("_active_at", "_buffered", "_connection", "_seen", "_timer")
+    __slots__ = ("_active_at", "_buffered", "_connection", "_seen", "_settings", "_timer")
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, settings: MetricsServer) -> None:
         self._connection = connection
+        self._settings = settings  # the limits
         self._timer: asyncio.TimerHandle | None = None
         self._seen = connection.last_sign_of_life  # its last sign of life at the last look
         self._buffered = 0  # bytes in its write buffer at the last look
@@ -284,8 +285,7 @@ class _Watchdog:
 
     def _look(self) -> None:
         self._timer = None
-        connection = self._connection
-        settings = connection.settings
+        connection, settings = self._connection, self._settings
         now = asyncio.get_running_loop().time()
         buffered = connection.write_buffer_size
         if buffered < self._buffered:  # the peer took answer bytes: alive
@@ -340,11 +340,6 @@ class _Connection(asyncio.Protocol):
         self.session = session
         self.last_sign_of_life = next(_SIGNS_OF_LIFE)
 
-    @property
-    def settings(self) -> MetricsServer:
-        """The server's settings (its limits, for the watchdog)."""
-        return self._state.settings
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports implement the interface without
         # inheriting from asyncio.Transport.
@@ -382,7 +377,9 @@ class _Connection(asyncio.Protocol):
     def _send(self) -> None:
         """Write the answers that are ready, at most about a piece of them.
 
-        That is all there is to do in the usual case; anything more is :meth:`_go_on`'s.
+        In the usual case that is all: a small answer, and the session wants more bytes and
+        waits for nothing. Anything else is :meth:`_go_on`'s (held-back requests too: a
+        session that holds requests back wants no data).
         """
         if self.pumped or not self.flow.writing:  # the pump writes the rest in its turns
             self.flow.read(self.session.wants_data)
@@ -486,13 +483,13 @@ class _Connection(asyncio.Protocol):
         """A chunk that ends inside a line: note the lines it ends; watch the one it begins."""
         if b"\n" in data:
             self.last_sign_of_life = next(_SIGNS_OF_LIFE)
-        if self.settings.line_timeout is not None:
-            self._watch(self.settings.line_timeout)
+        if self._state.settings.line_timeout is not None:
+            self._watch(self._state.settings.line_timeout)
 
     def _watch(self, delay: float) -> None:
         """Have the watchdog look at the deadlines in ``delay`` seconds, if it is not due to."""
         if self._watchdog is None:
-            self._watchdog = _Watchdog(self)
+            self._watchdog = _Watchdog(self, self._state.settings)
         self._watchdog.look_in(delay)
 
     @property
