@@ -322,7 +322,7 @@ class _Connection(asyncio.Protocol):
     The usual case is short: bytes in (:meth:`data_received`), a small answer out
     (:meth:`_send`). The rest has its own places, entered only when needed: the pump's turns
     for long answers (:meth:`take_turn`), held-back requests and waits for the store
-    (:meth:`_go_on`), flow control (:class:`_FlowControl`), deadlines (:class:`_Watchdog`).
+    (:meth:`_more_to_do`), flow control (:class:`_FlowControl`), deadlines (:class:`_Watchdog`).
     """
 
     # What most connections never need; set on a connection once it does.
@@ -378,21 +378,21 @@ class _Connection(asyncio.Protocol):
         """Write the answers that are ready, at most about a piece of them.
 
         In the usual case that is all: a small answer, and the session wants more bytes and
-        waits for nothing. Anything else is :meth:`_go_on`'s (held-back requests too: a
+        waits for nothing. Anything else is :meth:`_more_to_do`'s (held-back requests too: a
         session that holds requests back wants no data).
         """
-        if self.pumped or not self.flow.writing:  # the pump writes the rest in its turns
+        if self.pumped or not self.flow.writing:  # the pump writes the rest (once resumed)
             self.flow.read(self.session.wants_data)
             return
         try:
             data = self.session.data_to_send(ANSWER_PIECE)
             self._transport.write(data)
             if len(data) >= ANSWER_PIECE or not self.session.wants_data or self.session.waiting_for:
-                self._go_on(len(data))
+                self._more_to_do(len(data))
         except Exception:
             self._store_failed()
 
-    def _go_on(self, sent: int) -> None:
+    def _more_to_do(self, sent: int) -> None:
         """After writing ``sent`` bytes, what is not the usual case: the peer is done, the
         session holds requests back or waits for the store, or more than a piece is ready."""
         if self.session.finished:  # the peer is done, and has every answer
