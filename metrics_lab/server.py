@@ -15,9 +15,14 @@ and does what needs a clock or a socket:
   :data:`TURN_BUDGET` seconds, so a small request is answered promptly whatever the heavy
   readers do;
 - waking a session when the store it waits for is done;
-- the limits (:class:`_ServerState`): ``max_connections``, where a newcomer at the limit
-  closes the connection that has gone longest without a sign of life; ``line_timeout`` for
-  a request line begun and never finished; the optional ``idle_timeout``.
+- the limits (:class:`_ServerState`, :class:`_Watchdog`): ``max_connections``, where a
+  newcomer at the limit closes the connection that has gone longest without a sign of life;
+  ``line_timeout`` for a request line begun and never finished; the optional
+  ``idle_timeout``.
+
+The usual case, a small answer ready at once, is :meth:`_Connection.data_received` and
+:meth:`_Connection._send`, a few lines each; the rest has places of its own that the usual
+case does not enter.
 
 >>> import asyncio
 >>> async def main():
@@ -78,8 +83,10 @@ PUMP_PIECE: Final = 2 * ANSWER_PIECE
 """Bytes of a big answer written in one of its turns (few system calls, under a millisecond)."""
 
 TURN_BUDGET: Final = 0.002
-"""Seconds of answer encoding per turn of the event loop, shared by all big answers, before
-the loop looks at its sockets again: a small request waits for at most about this long."""
+"""Seconds of answer encoding per run of the pump, shared by all big answers, before the loop
+looks at its sockets again: a small request that comes during a run waits for the rest of
+that run only, at most about this long (plus the piece that crosses it), and not for the
+next run, which comes after the sockets (see :class:`_Pump`)."""
 
 EVICTION_LOG_INTERVAL = 10.0
 """Seconds between two warnings about connections closed to make room at the limit."""
@@ -102,73 +109,63 @@ def make_parser(parser: str = "fast") -> SimpleParser:
 
 
 class _ServerState:
-    """What a server's connections share: the store, the parser, the limits, each other.
+    """What a server's connections share: the settings, the pump, each other.
 
-    Handed to every :class:`_Connection`, which calls only its public methods.
+    Handed to every :class:`_Connection`, which calls only its public methods. The settings
+    (store, parser, limits) are read from ``settings``, the :class:`MetricsServer` itself,
+    each time they are needed, so that they live in one place.
     """
 
-    def __init__(
-        self,
-        store: Storage,
-        parser: SimpleParser,
-        max_line: int,
-        max_connections: int,
-        idle_timeout: float | None,
-        line_timeout: float | None,
-    ) -> None:
-        self.store = store
-        self.parser = parser
-        self.max_line = max_line
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.line_timeout = line_timeout
+    def __init__(self, settings: MetricsServer) -> None:
+        self.settings = settings
+        self.pump = _Pump()
         self.accepting = False
         self.connections: set[_Connection] = set()
-        self.all_closed = asyncio.Event()  # set while no connection is open
-        self.all_closed.set()
+        self.all_closed = asyncio.Event()  # set once the last connection is gone, when stopping
         self._evicted = 0  # connections closed to make room since the last warning about it
         self._eviction_logged_at: float | None = None
 
     def new_session(self) -> ServerSession:
         """A main-port connection's session."""
-        return ServerSession(self.store, parser=self.parser, max_line=self.max_line)
+        settings = self.settings
+        return ServerSession(settings.store, parser=settings.parser, max_line=settings.max_line)
 
-    def admit(self, connection: _Connection, now: float) -> bool:
-        """Count a new connection in, unless the server is stopping.
-
-        At ``max_connections``, the connection that has gone longest without a sign of life
-        (see :attr:`_Connection.last_sign_of_life`) is closed to make room, and a warning
-        says so (at most every :data:`EVICTION_LOG_INTERVAL` seconds, so a flood cannot
-        flood the log).
-        """
+    def admit(self, connection: _Connection) -> bool:
+        """Count a new connection in, unless the server is stopping; at ``max_connections``,
+        make room first (see :meth:`_make_room`)."""
         if not self.accepting:
             return False
-        if len(self.connections) >= self.max_connections:
-            quietest = min(self.connections, key=_last_sign_of_life)
-            self.forget(quietest)
-            quietest.abort()
-            self._evicted += 1
-            if self._eviction_logged_at is None or (
-                now - self._eviction_logged_at >= EVICTION_LOG_INTERVAL
-            ):
-                logger.warning(
-                    "connection limit (%d) reached: closed %d quiet connection(s) to make "
-                    "room, the last from %s",
-                    self.max_connections,
-                    self._evicted,
-                    quietest.peer,
-                )
-                self._evicted = 0
-                self._eviction_logged_at = now
+        if len(self.connections) >= self.settings.max_connections:
+            self._make_room()
         self.connections.add(connection)
-        self.all_closed.clear()
         return True
 
     def forget(self, connection: _Connection) -> None:
         """Count a closed connection out."""
         self.connections.discard(connection)
-        if not self.connections:
+        if not self.connections and not self.accepting:  # the last one, and we are stopping
             self.all_closed.set()
+
+    def _make_room(self) -> None:
+        """Close the connection that has gone longest without a sign of life (see
+        :attr:`_Connection.last_sign_of_life`), and say so in a warning, at most every
+        :data:`EVICTION_LOG_INTERVAL` seconds, so that a flood cannot flood the log."""
+        quietest = min(self.connections, key=_last_sign_of_life)
+        self.forget(quietest)
+        quietest.abort()
+        self._evicted += 1
+        now = time.monotonic()
+        logged_at = self._eviction_logged_at
+        if logged_at is None or now - logged_at >= EVICTION_LOG_INTERVAL:
+            logger.warning(
+                "connection limit (%d) reached: closed %d quiet connection(s) to make room, "
+                "the last from %s",
+                self.settings.max_connections,
+                self._evicted,
+                quietest.peer,
+            )
+            self._evicted = 0
+            self._eviction_logged_at = now
 
 
 def _last_sign_of_life(connection: _Connection) -> int:
@@ -178,17 +175,16 @@ def _last_sign_of_life(connection: _Connection) -> int:
 class _Pump:
     """Fair turns for big answers: one piece of each in turn, then back to the sockets.
 
-    A connection whose answers do not fit in one piece joins the pump. Each run hands one
-    piece (about :data:`PUMP_PIECE` bytes) to each waiting connection
-    in turn until :data:`TURN_BUDGET` is spent, then lets the event loop look at its
-    sockets, so a small request waits for one budget at most, however many big readers
-    there are, and a lone big answer still goes out at full speed.
+    A connection with more answer bytes ready than one piece joins the pump. Each run hands
+    one piece (about :data:`PUMP_PIECE` bytes) to each waiting connection in turn until
+    :data:`TURN_BUDGET` is spent, then lets the event loop look at its sockets before the
+    next run, so a small request waits for the run in progress at most, however many big
+    readers there are, and a lone big answer still goes out at full speed.
     """
 
-    __slots__ = ("_loop", "_queue", "_scheduled")
+    __slots__ = ("_queue", "_scheduled")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._queue: deque[_Connection] = deque()
         self._scheduled = False
 
@@ -198,9 +194,15 @@ class _Pump:
             return
         connection.pumped = True
         self._queue.append(connection)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._run)
+            # A timer due now, not call_soon: asyncio runs the callbacks queued with call_soon
+            # before those of the sockets that became ready meanwhile, and due timers after
+            # them, so the requests that came during a run are served before the next run.
+            asyncio.get_running_loop().call_later(0, self._run)
 
     def _run(self) -> None:
         self._scheduled = False
@@ -215,8 +217,7 @@ class _Pump:
             if time.perf_counter() >= deadline:
                 break
         if queue:
-            self._scheduled = True
-            self._loop.call_soon(self._run)
+            self._schedule()
 
 
 class _FlowControl:
@@ -233,6 +234,9 @@ class _FlowControl:
         self._transport = transport
         self.reading = True
         self.writing = True
+        # Room for a few pieces of a big answer, so we encode the next while the system
+        # sends the last; a peer that does not read still holds at most this much of ours.
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
     def read(self, wanted: bool) -> None:
         """Read from the peer if ``wanted`` and its answers are being taken; else pause."""
@@ -252,39 +256,20 @@ class _Watchdog:
 
     With ``idle_timeout`` set, a connection with no sign of life for that long is closed; a
     connection that holds an unfinished request line (bytes that never end a line do not
-    count as life) is closed after ``line_timeout``. A sign of life is a complete request
-    line, or answer bytes taken: the system takes bytes from our write buffer only as the
-    peer reads. One timer, re-armed for the time left.
+    count as life) is closed after ``line_timeout``. Besides the connection's own signs of
+    life, the watchdog sees the peer take answer bytes: our write buffer shrank since the
+    last look (it shrinks only as the system sends, that is as the peer reads). One timer,
+    re-armed for the time left.
     """
 
-    __slots__ = (
-        "_active_at",
-        "_connection",
-        "_handed_over",
-        "_seen",
-        "_session",
-        "_state",
-        "_timer",
-        "_transport",
-        "written",
-    )
+    __slots__ = ("_active_at", "_buffered", "_connection", "_seen", "_settings", "_timer")
 
-    def __init__(
-        self,
-        connection: _Connection,
-        transport: asyncio.Transport,
-        session: Session,
-        state: _ServerState,
-    ) -> None:
+    def __init__(self, connection: _Connection, settings: MetricsServer) -> None:
         self._connection = connection
-        self._transport = transport
-        self._session = session
-        self._state = state
+        self._settings = settings  # the limits
         self._timer: asyncio.TimerHandle | None = None
-        self.written = 0
-        """Bytes of answers handed to the transport, in all."""
-        self._handed_over = 0  # of those, how many had left its buffer at the last look
         self._seen = connection.last_sign_of_life  # its last sign of life at the last look
+        self._buffered = 0  # bytes in its write buffer at the last look
         self._active_at = asyncio.get_running_loop().time()  # when that look was
 
     def look_in(self, delay: float) -> None:
@@ -300,19 +285,19 @@ class _Watchdog:
 
     def _look(self) -> None:
         self._timer = None
-        transport, state = self._transport, self._state
+        connection, settings = self._connection, self._settings
         now = asyncio.get_running_loop().time()
-        handed_over = self.written - transport.get_write_buffer_size()
-        if handed_over > self._handed_over:
-            self._handed_over = handed_over
-            self._connection.last_sign_of_life = next(_SIGNS_OF_LIFE)
-        if self._connection.last_sign_of_life != self._seen:
-            self._seen = self._connection.last_sign_of_life
+        buffered = connection.write_buffer_size
+        if buffered < self._buffered:  # the peer took answer bytes: alive
+            connection.last_sign_of_life = next(_SIGNS_OF_LIFE)
+        self._buffered = buffered
+        if connection.last_sign_of_life != self._seen:
+            self._seen = connection.last_sign_of_life
             self._active_at = now
         quiet = now - self._active_at
-        deadlines = {"showed no sign of life": state.idle_timeout}
-        if self._session.partial_line:
-            deadlines["left a request line unfinished"] = state.line_timeout
+        deadlines = {"showed no sign of life": settings.idle_timeout}
+        if connection.session.partial_line:
+            deadlines["left a request line unfinished"] = settings.line_timeout
         missed = [name for name, limit in deadlines.items() if limit is not None and quiet >= limit]
         if not missed:
             limits = [limit for limit in deadlines.values() if limit is not None]
@@ -320,149 +305,147 @@ class _Watchdog:
                 # Signs of life are seen only when we look: look often enough to be fair.
                 self.look_in(min(min(limits) - quiet, min(limits) / 4))
             return
-        logger.info("%s %s for %.0f s; closing", self._connection.peer, missed[0], quiet)
-        if transport.get_write_buffer_size():
-            transport.abort()  # it does not read: do not wait for its buffer to drain
+        logger.info("%s %s for %.0f s; closing", connection.peer, missed[0], quiet)
+        if buffered:
+            connection.abort()  # it does not read: do not wait for its buffer to drain
         else:
-            transport.close()  # what the system already holds still reaches the peer
+            connection.close()  # what the system already holds still reaches the peer
 
 
 class _Connection(asyncio.Protocol):
     """Moves bytes between one socket and its session; watches its deadlines.
 
-    The session is what ``new_session`` makes: the main protocol's, or a Graphite port's
-    (:mod:`metrics_lab.graphite`). Both are a :class:`~metrics_lab.session.Session`, so the
-    limits, flow control and deadlines here apply to both.
+    The session is the main protocol's or a Graphite port's (:mod:`metrics_lab.graphite`).
+    Both are a :class:`~metrics_lab.session.Session`, so the limits, flow control and
+    deadlines here apply to both.
+
+    The usual case is short: bytes in (:meth:`data_received`), a small answer out
+    (:meth:`_send`). The rest has its own places, entered only when needed: the pump's turns
+    for long answers (:meth:`take_turn`), held-back requests and waits for the store
+    (:meth:`_more_to_do`), flow control (:class:`_FlowControl`), deadlines (:class:`_Watchdog`).
     """
 
-    __slots__ = (
-        "_flow",
-        "_new_session",
-        "_pump",
-        "_session",
-        "_state",
-        "_transport",
-        "_waited",
-        "_watchdog",
-        "last_sign_of_life",
-        "pumped",
-    )
+    # What most connections never need; set on a connection once it does.
+    pumped = False
+    """Whether the pump gives it turns: more of its answers are ready than one piece."""
+    _waited: Future[None] | None = None  # the store future we asked to be woken by
+    _watchdog: _Watchdog | None = None  # made when a deadline is first watched
 
-    def __init__(
-        self, state: _ServerState, pump: _Pump, new_session: Callable[[], Session]
-    ) -> None:
+    last_sign_of_life: int
+    """The number of its last sign of life: a complete request line, or the peer taking
+    answer bytes. The connection with the lowest has been quiet the longest."""
+
+    def __init__(self, state: _ServerState, session: Session) -> None:
         self._state = state
-        self._pump = pump
-        self._new_session = new_session
-        self._transport: asyncio.Transport | None = None
-        self.pumped = False  # the pump gives it turns: its answers do not fit in one piece
-        self._waited: Future[None] | None = None  # the store future we asked to be woken by
+        self.session = session
         self.last_sign_of_life = next(_SIGNS_OF_LIFE)
-        """The number of its last sign of life: a complete request line, or the peer taking
-        a long answer. The connection with the lowest has been quiet the longest."""
-        self._watchdog: _Watchdog | None = None  # made when a deadline is first watched
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports implement the interface without
         # inheriting from asyncio.Transport.
-        tcp = cast(asyncio.Transport, transport)
-        state = self._state
-        if not state.admit(self, asyncio.get_running_loop().time()):
+        self._transport = tcp = cast(asyncio.Transport, transport)
+        if not self._state.admit(self):
             tcp.abort()  # stopping: no answer, no buffers, gone at once
             return
-        self._transport = tcp
-        self._session: Session = self._new_session()
-        self._flow = _FlowControl(tcp)
-        # Room for a few pieces of a big answer, so we encode the next while the system
-        # sends the last; a peer that does not read still holds at most this much of ours.
-        tcp.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        self.flow = _FlowControl(tcp)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("connection from %s opened", self.peer)
-        if state.idle_timeout is not None:
-            self._watch(state.idle_timeout)
+        if self._state.settings.idle_timeout is not None:
+            self._watch(self._state.settings.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is None:
-            return  # refused in connection_made: never counted, nothing to undo
         self._state.forget(self)
         if self._watchdog is not None:
             self._watchdog.cancel()
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("connection from %s closed%s", self.peer, f": {exc}" if exc else "")
-        self._transport = None
 
     def data_received(self, data: bytes) -> None:
         if data[-1:] == b"\n":  # whole lines: a sign of life
             self.last_sign_of_life = next(_SIGNS_OF_LIFE)
         else:
             self._line_begun(data)
-        self._session.receive_data(data)
+        self.session.receive_data(data)
         self._send()
 
     def eof_received(self) -> bool:
         # The peer sends no more but may still read: answer what it sent, then close.
-        self._session.receive_data(b"")
+        self.session.receive_data(b"")
         self._send()
         return True
 
-    def take_turn(self) -> bool:
-        """The pump's turn: write a piece of a big answer; say whether more is ready."""
-        return self._send(turn=True)
+    def _send(self) -> None:
+        """Write the answers that are ready, at most about a piece of them.
 
-    def _send(self, turn: bool = False) -> bool:
-        """Write the answers ready now, a piece of them, and run the requests that unblocked;
-        then decide whether to read more, to wait for the store, or to close.
-
-        More than a piece ready: outside the pump's turns, the pump takes it from here.
-        Says whether more is ready.
+        In the usual case that is all: a small answer, and the session wants more bytes and
+        waits for nothing. Anything else is :meth:`_more_to_do`'s (held-back requests too: a
+        session that holds requests back wants no data).
         """
-        transport = self._transport
-        if transport is None or not self._flow.writing:
-            return False
-        session = self._session
-        if self.pumped and not turn:  # the pump writes; we only read or not
-            self._flow.read(session.wants_data)
-            return False
-        if turn and transport.is_closing():
-            return False  # closed to make room: the pump must not write to it
-        limit = PUMP_PIECE if turn else ANSWER_PIECE
-        more = False
-        sent = 0
+        if self.pumped or not self.flow.writing:  # the pump writes the rest (once resumed)
+            self.flow.read(self.session.wants_data)
+            return
         try:
-            while True:
-                data = session.data_to_send(limit - sent)
-                if self.pumped and not transport.get_write_buffer_size():
-                    # A long answer, and the peer took all we wrote so far: it is alive.
-                    self.last_sign_of_life = next(_SIGNS_OF_LIFE)
-                if data:
-                    transport.write(data)
-                    sent += len(data)
-                    if self._watchdog is not None:
-                        self._watchdog.written += len(data)
-                if sent >= limit:  # a piece's worth, of one answer or of several
-                    more = self._flow.writing
-                    break
-                # Answers that the peer does not take stop us, however small each is.
-                if not self._flow.writing or not session.run_held_requests():
-                    break
+            data = self.session.data_to_send(ANSWER_PIECE)
+            self._transport.write(data)
+            if len(data) >= ANSWER_PIECE or not self.session.wants_data or self.session.waiting_for:
+                self._more_to_do(len(data))
         except Exception:
-            logger.warning("%s: the store failed mid-answer; closing", self.peer, exc_info=True)
-            transport.abort()
+            self._store_failed()
+
+    def _more_to_do(self, sent: int) -> None:
+        """After writing ``sent`` bytes, what is not the usual case: the peer is done, the
+        session holds requests back or waits for the store, or more than a piece is ready."""
+        if self.session.finished:  # the peer is done, and has every answer
+            self._transport.close()
+        else:
+            more = sent >= ANSWER_PIECE or self._write_answers(ANSWER_PIECE - sent)
+            self._settle()
+            if more:
+                self._state.pump.add(self)  # the rest in turns, with the other long answers
+
+    def take_turn(self) -> bool:
+        """The pump's turn: write a piece of the answers; say whether more is ready."""
+        transport = self._transport
+        if transport.is_closing() or not self.flow.writing:
+            return False  # closed to make room, or paused until the peer reads (and resumes)
+        if not transport.get_write_buffer_size():
+            self.last_sign_of_life = next(_SIGNS_OF_LIFE)  # the peer took all we wrote
+        try:
+            more = self._write_answers(PUMP_PIECE)
+        except Exception:
+            self._store_failed()
             return False
+        self._settle()
+        return more
+
+    def _write_answers(self, limit: int) -> bool:
+        """Write the answers that are ready, about ``limit`` bytes at most, running the
+        held-back requests as they may run; say whether more is ready."""
+        session, sent = self.session, 0
+        while True:
+            data = session.data_to_send(limit - sent)
+            self._transport.write(data)
+            sent += len(data)
+            if sent >= limit:  # a piece's worth, of one answer or of several
+                return self.flow.writing
+            # Answers that the peer does not take stop us, however small each is.
+            if not self.flow.writing or not session.run_held_requests():
+                return False
+
+    def _settle(self) -> None:
+        """Have the store's future that the session names wake us; read from the peer if the
+        session wants data; close once it is finished."""
+        session = self.session
         waiting_for = session.waiting_for
         if waiting_for is not None:
             self._wait_for(waiting_for)
-        flow = self._flow
-        if session.wants_data:
-            if not flow.reading:
-                flow.read(True)
-        else:
-            flow.read(False)
-            if session.finished and not more and flow.writing:
-                transport.close()
-        if more and not turn:
-            self._pump.add(self)
-        return more
+        self.flow.read(session.wants_data)
+        if session.finished:
+            self._transport.close()
+
+    def _store_failed(self) -> None:
+        logger.warning("%s: the store failed mid-answer; closing", self.peer, exc_info=True)
+        self._transport.abort()
 
     def _wait_for(self, future: Future[None]) -> None:
         """Have :meth:`_send` run again once ``future`` (done in a store's thread) is done."""
@@ -479,58 +462,59 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         self._waited = None
-        self._send()
+        if not self._transport.is_closing():
+            self._send()
+            # Its answers may be what the session waited for to want data again.
+            self.flow.read(self.session.wants_data)
 
     # Flow control: asyncio calls these when the transport's write buffer passes its high
     # and low water marks, that is when the peer stops and starts reading its answers.
     def pause_writing(self) -> None:
-        self._flow.writing = False
-        self._flow.read(False)
+        self.flow.writing = False
+        self.flow.read(False)
 
     def resume_writing(self) -> None:
-        self._flow.writing = True
+        self.flow.writing = True
         self.last_sign_of_life = next(_SIGNS_OF_LIFE)  # the peer read: it is alive
-        self._pump.add(self)  # the rest of the answer takes its turns with the others
+        self._state.pump.add(self)  # the rest of the answer takes its turns with the others
 
     # Deadlines: a sign of life is a complete request line, or a peer taking answers.
     def _line_begun(self, data: bytes) -> None:
         """A chunk that ends inside a line: note the lines it ends; watch the one it begins."""
         if b"\n" in data:
             self.last_sign_of_life = next(_SIGNS_OF_LIFE)
-        if self._state.line_timeout is not None:
-            self._watch(self._state.line_timeout)
+        if self._state.settings.line_timeout is not None:
+            self._watch(self._state.settings.line_timeout)
 
     def _watch(self, delay: float) -> None:
         """Have the watchdog look at the deadlines in ``delay`` seconds, if it is not due to."""
-        transport = self._transport
-        if self._watchdog is None and transport is not None:
-            self._watchdog = _Watchdog(self, transport, self._session, self._state)
-        if self._watchdog is not None:
-            self._watchdog.look_in(delay)
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(self, self._state.settings)
+        self._watchdog.look_in(delay)
 
     @property
     def peer(self) -> str:
         """The peer's address, for the log."""
-        transport = self._transport
-        return "?" if transport is None else _format_peer(transport.get_extra_info("peername"))
+        return _format_peer(self._transport.get_extra_info("peername"))
 
     @property
     def write_buffer_size(self) -> int:
         """Bytes of answers written but not yet sent to the peer."""
-        transport = self._transport
-        return 0 if transport is None else transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size()
 
     def shut_down(self) -> None:
         """Stop taking requests: answer those already received, then close."""
-        if self._transport is not None:
-            self._session.receive_data(b"")
-            self._flow.read(False)
-            self._send()
+        self.session.receive_data(b"")
+        self.flow.read(False)
+        self._send()
+
+    def close(self) -> None:
+        """Close once the answers already written are sent."""
+        self._transport.close()
 
     def abort(self) -> None:
         """Close at once, dropping unsent answers."""
-        if self._transport is not None:
-            self._transport.abort()
+        self._transport.abort()
 
 
 def _format_peer(peername: object) -> str:
@@ -562,6 +546,10 @@ class MetricsServer:
     - with ``idle_timeout`` set, a connection that shows no sign of life for that many
       seconds is closed (``None``, the default, keeps quiet connections open, as notebooks
       want).
+
+    The limits are attributes of the same names, kept there only: one changed on a running
+    server applies from then on (``max_line`` to the main port's connections that come
+    after it).
 
     ``graphite_port`` (off with ``None``, the default) also accepts Graphite's plaintext
     protocol on that port of the same host, into the same store, under the same limits (its
@@ -601,9 +589,7 @@ class MetricsServer:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.line_timeout = line_timeout
-        self._state = _ServerState(
-            self.store, self.parser, max_line, max_connections, idle_timeout, line_timeout
-        )
+        self._state = _ServerState(self)  # reads the settings above from here, when needed
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._stopped = asyncio.Event()
@@ -621,10 +607,10 @@ class MetricsServer:
             raise RuntimeError("the server is already started")
         self._stopped.clear()
         loop = asyncio.get_running_loop()
-        state, pump = self._state, _Pump(loop)
+        state = self._state
         state.accepting = True
         self._server = await loop.create_server(
-            lambda: _Connection(state, pump, state.new_session),
+            lambda: _Connection(state, state.new_session()),
             self.requested_host,
             self.requested_port,
         )
@@ -632,14 +618,14 @@ class MetricsServer:
         self._address = (str(host), int(port))
         logger.info("serving metrics on %s:%d", self.host, self.port)
         if self.graphite is not None:
-            await self._start_graphite(self.graphite, pump)
+            await self._start_graphite(self.graphite)
 
-    async def _start_graphite(self, graphite: GraphiteIngest, pump: _Pump) -> None:
+    async def _start_graphite(self, graphite: GraphiteIngest) -> None:
         """Listen for Graphite plaintext too (after the main port: see ``stopping``)."""
         state = self._state
         try:
             self._graphite_server = await asyncio.get_running_loop().create_server(
-                lambda: _Connection(state, pump, graphite.session),
+                lambda: _Connection(state, graphite.session()),
                 self.requested_host,
                 self.requested_graphite_port,
             )
@@ -713,12 +699,14 @@ class MetricsServer:
         if graphite is not None:
             graphite.close()
         state.accepting = False
+        state.all_closed.clear()
         await asyncio.sleep(0)
         for connection in list(state.connections):
             connection.shut_down()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await state.all_closed.wait()
+        if state.connections:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await state.all_closed.wait()
         for connection in list(state.connections):
             connection.abort()
         await server.wait_closed()

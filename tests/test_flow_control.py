@@ -1,12 +1,19 @@
-"""A client that pipelines without reading cannot make the server's buffers grow without bound."""
+"""Flow control and fair turns: a client that pipelines without reading cannot make the
+server's buffers grow without bound, and big answers take turns with small requests."""
 
 from __future__ import annotations
 
+import asyncio
+import select
 import socket
 
+import pytest
+
 from metrics_lab import serve_in_background
-from metrics_lab.server import WRITE_BUFFER_HIGH, MetricsServer
+from metrics_lab import server as server_module
+from metrics_lab.server import WRITE_BUFFER_HIGH, MetricsServer, _Pump
 from metrics_lab.session import ANSWER_BATCH
+from tests.conftest import TIMEOUT
 
 
 def test_pipelined_gets_without_reading_keep_server_output_bounded() -> None:
@@ -51,3 +58,56 @@ def test_slow_reader_still_gets_every_answer_in_order() -> None:
     answers_to_p = received.split(b"ok\np ")[1:]
     points_seen = [answer.split(b"\n\n")[0].count(b"\n") + 1 for answer in answers_to_p]
     assert points_seen == list(range(1, 201))
+
+
+TURNS = 3
+
+
+async def turns_and_requests() -> list[str]:
+    """What happens, in order, when a request comes during a run of the pump.
+
+    A real loop, a real socket and the real pump; the connection that takes turns is a
+    stand-in, always with more to write, that sends the request during its first turn.
+    """
+    loop = asyncio.get_running_loop()
+    events: list[str] = []
+    accepted: asyncio.Future[socket.socket] = loop.create_future()
+
+    class Receiver(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.set_result(transport.get_extra_info("socket"))
+
+        def data_received(self, data: bytes) -> None:
+            events.append("request")
+
+    listener = await loop.create_server(Receiver, "127.0.0.1", 0)
+    async with listener:
+        with socket.create_connection(listener.sockets[0].getsockname(), timeout=TIMEOUT) as peer:
+            received = await accepted
+
+            class BigReader:
+                pumped = False
+
+                def take_turn(self) -> bool:
+                    if not events:
+                        peer.sendall(b"get x\n")
+                        select.select([received], [], [], TIMEOUT)  # there before the run ends
+                    events.append("turn")
+                    return events.count("turn") < TURNS
+
+            _Pump().add(BigReader())  # type: ignore[arg-type]
+            for _ in range(1000):  # a few turns of the loop are enough
+                if events.count("turn") == TURNS:
+                    break
+                await asyncio.sleep(0)
+    return events
+
+
+def test_a_request_during_a_run_of_the_pump_waits_for_that_run_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The pump used to schedule its next run with call_soon, which asyncio runs before the
+    # callbacks of sockets that became ready meanwhile: a small request waited for the run in
+    # progress and for the next one too, about two budgets where TURN_BUDGET promises one.
+    monkeypatch.setattr(server_module, "TURN_BUDGET", 0.0)  # one turn per run
+    assert asyncio.run(turns_and_requests()) == ["turn", "request", "turn", "turn"]

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -320,6 +321,57 @@ def test_the_port_shares_the_connection_limit_and_the_deadlines() -> None:
         assert closed_by_server(half)  # a line left unfinished, as on the main port
         with Client(*server.address, timeout=TIMEOUT) as reader:
             assert reader.get("*") == {"whole": [(1, 1.0)]}
+
+
+class GatedStore(Storage):
+    """A store that counts the points written to it; they wait until :meth:`open` is called
+    (from the test's thread), and those written after it are stored at once."""
+
+    def __init__(self) -> None:
+        self.points = 0
+        self.waiting: list[Future[None]] = []
+        self.opened = False
+
+    def write(self, batch: PointBatch) -> Future[None]:
+        self.points += len(batch.keys)
+        written: Future[None] = Future()
+        if self.opened:
+            written.set_result(None)
+        else:
+            self.waiting.append(written)
+        return written
+
+    def snapshot(self, key: str | None = None) -> Snapshot:
+        return iter(())
+
+    def open(self) -> None:
+        self.opened = True
+        for written in self.waiting:
+            written.set_result(None)
+
+
+def test_the_port_reads_again_once_a_slow_store_catches_up() -> None:
+    # With MAX_UNSTORED_POINTS of its points pending, the server stops reading from the agent;
+    # when the store's future wakes it and the session wants data again, it reads on.
+    store = GatedStore()
+    total = 2 * MAX_UNSTORED_POINTS  # more than the server reads before it stops reading
+    lines = b"".join(b"k %d %d\n" % (n, n) for n in range(total))
+    with (
+        serve_in_background(store=store, graphite_port=0) as server,
+        socket.create_connection(server.graphite_address, timeout=TIMEOUT) as agent,
+    ):
+        sender = threading.Thread(target=agent.sendall, args=(lines,))
+        sender.start()
+        for _ in range(1000):  # until the server has read what it may before the store answers
+            if store.points >= MAX_UNSTORED_POINTS:
+                break
+            time.sleep(0.01)
+        assert MAX_UNSTORED_POINTS <= store.points < total
+        store.open()  # as a durable store does, from a thread of its own
+        sender.join(TIMEOUT)
+        agent.shutdown(socket.SHUT_WR)
+        assert agent.recv(100) == b""  # closed: the store has answered for every point
+    assert store.points == total
 
 
 def test_points_the_store_refuses_are_counted(tmp_path: Path) -> None:

@@ -172,6 +172,19 @@ def test_a_peer_reading_a_long_answer_is_not_the_one_to_make_room() -> None:
     assert received.count(b"\n") == points + 2
 
 
+def test_a_limit_set_on_a_running_server_applies() -> None:
+    # The settings used to be kept twice, on the server and in its connections' shared
+    # state, which had its own copy: setting one after construction did nothing.
+    with serve_in_background() as server:
+        assert isinstance(server.server, MetricsServer)
+        server.server.max_connections = 1
+        with socket.create_connection(server.address, timeout=TIMEOUT) as first:
+            first.sendall(b"get x\n")
+            assert first.recv(64) == b"ok\n\n"
+            assert served(server.address)  # over the new limit: the first makes room
+            assert read_until_closed(first) == b""
+
+
 def test_max_connections_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_connections"):
         serve_in_background(max_connections=0)
