@@ -32,6 +32,8 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from itertools import repeat
+from operator import lt
 from typing import Final, NamedTuple
 
 __all__ = [
@@ -203,8 +205,46 @@ macOS), because appending an int above 2**30 (every Unix timestamp) to a ``"q"``
 slower conversion; Windows' long has 32 bits, so there it is ``"q"``."""
 
 
-_POINT: Final = struct.Struct("qd")  # native, as the arrays of _split() read them
-"""A point as a :class:`MemoryStore` keeps it: timestamp and value, 16 bytes."""
+_POINT: Final = struct.Struct(INT64_TYPECODE + "d")  # native, as the arrays of _split() read
+"""A point as a :class:`MemoryStore` keeps it: timestamp and value, 16 bytes. (The timestamp's
+code is :data:`INT64_TYPECODE`, not ``"q"``, for the same reason: ``"q"`` converts an int of
+more than 30 bits through a generic routine several times slower, at every put.)"""
+
+_RUN: Final = 4
+"""How many points per key, on average, a batch needs before :meth:`MemoryStore.write` stores
+it a key at a time: below that, what it costs to set up each key's run outweighs the gain."""
+
+
+def _period(keys: Sequence[str]) -> int | None:
+    """``p`` if the keys come round in the same order every ``p`` points (``keys[i] ==
+    keys[i + p]``, the first ``p`` all different), at least :data:`_RUN` points per key; else
+    ``None``. Then key ``keys[j]``'s points are exactly those at ``j``, ``j + p``, ``j + 2p``...
+
+    The usual shape of a batch: a collector sends the same metrics each interval, in the same
+    order; one key alone is ``p = 1``. Every test here is a C loop over the batch, and
+    comparing the keys costs little as the parser hands out one string per key.
+    """
+    count = len(keys)
+    if count < _RUN:
+        return None
+    try:
+        period = keys.index(keys[0], 1)
+    except ValueError:  # no key comes twice
+        return None
+    if period * _RUN > count or keys[period:] != keys[:-period]:
+        return None
+    return period if len(set(keys[:period])) == period else None
+
+
+def _packed_run(timestamps: Sequence[int], values: Sequence[float]) -> bytearray:
+    """Timestamps and values, as many of each, as packed points, converted by one C call per
+    column rather than one per point. Raises as :data:`_POINT` would at a point it cannot hold."""
+    count = len(timestamps)
+    # struct, not array(typecode, list), converts: array parses a format string per item.
+    return _packed(
+        array(INT64_TYPECODE, struct.pack(f"{count}{INT64_TYPECODE}", *timestamps)),
+        array("d", struct.pack(f"{count}d", *values)),
+    )
 
 
 def _split(points: bytes | bytearray) -> tuple[array[int], array[float]]:
@@ -287,33 +327,78 @@ class MemoryStore(Storage):
         A timestamp outside 64 bits or a value that is not a number gives a failed future
         (the protocol never lets either through); the points before it are stored.
         """
-        all_points, newest, pack = self._points, self._newest, _POINT.pack
         keys, values, timestamps = batch.keys, batch.values, batch.timestamps
         if not len(keys) == len(values) == len(timestamps):
             return failed_write("a batch's columns differ in length")
         try:
-            # No strict= keyword: any keyword makes zip() slower than storing one point.
-            # The lengths were checked above.
-            for key, value, timestamp in zip(keys, values, timestamps):  # noqa: B905
-                last = newest.get(key)
-                if last is None:
-                    all_points[key] = bytearray(pack(timestamp, value))
-                    self._sorted_keys = None
-                elif timestamp > last:  # the usual case: a newer point
-                    points = all_points[key]
-                    points += pack(timestamp, value)
-                elif timestamp == last and key not in self._unsorted:
-                    all_points[key][-_POINT.size :] = pack(timestamp, value)  # a rewrite
-                    continue
-                else:
-                    points = all_points[key]
-                    points += pack(timestamp, value)
-                    self._unsorted.add(key)
-                    continue
-                newest[key] = timestamp
+            period = _period(keys)
+            if period is None:
+                self._write_points(keys, values, timestamps)
+            else:
+                self._write_runs(keys, values, timestamps, period)
         except (struct.error, OverflowError, TypeError, ValueError) as exc:
             return failed_write(f"the memory store cannot hold that point: {exc}")
         return STORED
+
+    def _write_runs(
+        self, keys: Sequence[str], values: Sequence[float], timestamps: Sequence[int], period: int
+    ) -> None:
+        """Store a batch whose keys come round every ``period`` points (see :func:`_period`)
+        a key at a time: a key's points newer than its newest, ascending, are appended in one
+        go, which is the usual case; any other key's go through :meth:`_write_points`."""
+        runs = []
+        try:
+            for first in range(period):
+                run_timestamps, run_values = timestamps[first::period], values[first::period]
+                packed = _packed_run(run_timestamps, run_values)
+                runs.append((keys[first], run_timestamps, run_values, packed))
+        except (struct.error, OverflowError, TypeError, ValueError):
+            # Nothing is stored yet: point by point, the points before the bad one are
+            # stored, as write() promises, and the same exception comes out.
+            self._write_points(keys, values, timestamps)
+            raise
+        all_points, newest = self._points, self._newest
+        for key, run_timestamps, run_values, packed in runs:
+            last = newest.get(key)
+            # Strictly ascending (one C loop over pairs), and newer than the key's newest:
+            # appended, the key's points stay sorted and unique.
+            if (last is None or run_timestamps[0] > last) and all(
+                map(lt, run_timestamps, run_timestamps[1:])
+            ):
+                if last is None:
+                    all_points[key] = packed
+                    self._sorted_keys = None
+                else:
+                    all_points[key] += packed
+                newest[key] = run_timestamps[-1]
+            else:
+                self._write_points(repeat(key), run_values, run_timestamps)
+
+    def _write_points(
+        self, keys: Iterable[str], values: Iterable[float], timestamps: Iterable[int]
+    ) -> None:
+        """Store points one at a time, in order; raises at a point it cannot hold, the points
+        before it stored."""
+        all_points, newest, pack = self._points, self._newest, _POINT.pack
+        # No strict= keyword: any keyword makes zip() slower than storing one point. The
+        # callers give columns of one length.
+        for key, value, timestamp in zip(keys, values, timestamps):  # noqa: B905
+            last = newest.get(key)
+            if last is None:
+                all_points[key] = bytearray(pack(timestamp, value))
+                self._sorted_keys = None
+            elif timestamp > last:  # the usual case: a newer point
+                points = all_points[key]
+                points += pack(timestamp, value)
+            elif timestamp == last and key not in self._unsorted:
+                all_points[key][-_POINT.size :] = pack(timestamp, value)  # a rewrite
+                continue
+            else:
+                points = all_points[key]
+                points += pack(timestamp, value)
+                self._unsorted.add(key)
+                continue
+            newest[key] = timestamp
 
     def snapshot(self, key: str | None = None) -> Snapshot:
         """``key``'s series, or every series by ascending key, as of now; see :class:`Storage`.
