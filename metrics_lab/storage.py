@@ -32,7 +32,6 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from itertools import repeat
 from operator import lt
 from typing import Final, NamedTuple
 
@@ -224,14 +223,11 @@ def _period(keys: Sequence[str]) -> int | None:
     order; one key alone is ``p = 1``. Every test here is a C loop over the batch, and
     comparing the keys costs little as the parser hands out one string per key.
     """
-    count = len(keys)
-    if count < _RUN:
-        return None
     try:
         period = keys.index(keys[0], 1)
     except ValueError:  # no key comes twice
         return None
-    if period * _RUN > count or keys[period:] != keys[:-period]:
+    if period * _RUN > len(keys) or keys[period:] != keys[:-period]:
         return None
     return period if len(set(keys[:period])) == period else None
 
@@ -328,24 +324,50 @@ class MemoryStore(Storage):
         (the protocol never lets either through); the points before it are stored.
         """
         keys, values, timestamps = batch.keys, batch.values, batch.timestamps
-        if not len(keys) == len(values) == len(timestamps):
+        count = len(keys)
+        if not count == len(values) == len(timestamps):
             return failed_write("a batch's columns differ in length")
+        all_points, newest, pack = self._points, self._newest, _POINT.pack
         try:
-            period = _period(keys)
-            if period is None:
-                self._write_points(keys, values, timestamps)
-            else:
-                self._write_runs(keys, values, timestamps, period)
+            # (The count is tested here, not in _period(): a lone put costs little more than
+            # a function call.)
+            if count >= _RUN and (period := _period(keys)) is not None:
+                keys, values, timestamps = self._write_runs(keys, values, timestamps, period)
+            # The points left, one at a time. No strict= keyword: any keyword makes zip()
+            # slower than storing one point. The lengths were checked above.
+            for key, value, timestamp in zip(keys, values, timestamps):  # noqa: B905
+                last = newest.get(key)
+                if last is None:
+                    all_points[key] = bytearray(pack(timestamp, value))
+                    self._sorted_keys = None
+                elif timestamp > last:  # the usual case: a newer point
+                    points = all_points[key]
+                    points += pack(timestamp, value)
+                elif timestamp == last and key not in self._unsorted:
+                    all_points[key][-_POINT.size :] = pack(timestamp, value)  # a rewrite
+                    continue
+                else:
+                    points = all_points[key]
+                    points += pack(timestamp, value)
+                    self._unsorted.add(key)
+                    continue
+                newest[key] = timestamp
         except (struct.error, OverflowError, TypeError, ValueError) as exc:
             return failed_write(f"the memory store cannot hold that point: {exc}")
         return STORED
 
     def _write_runs(
         self, keys: Sequence[str], values: Sequence[float], timestamps: Sequence[int], period: int
-    ) -> None:
+    ) -> tuple[Sequence[str], Sequence[float], Sequence[int]]:
         """Store a batch whose keys come round every ``period`` points (see :func:`_period`)
-        a key at a time: a key's points newer than its newest, ascending, are appended in one
-        go, which is the usual case; any other key's go through :meth:`_write_points`."""
+        a key at a time, as far as it can in one go; return the points left for
+        :meth:`write` to store one at a time.
+
+        A key's run newer than its newest point and strictly ascending, the usual case, is
+        appended whole. Any other key's points are left, in their order (the order between
+        keys does not matter). If a point cannot be stored, nothing is, and all are left:
+        one at a time, the points before it are stored and it raises, as write() promises.
+        """
         runs = []
         try:
             for first in range(period):
@@ -353,14 +375,14 @@ class MemoryStore(Storage):
                 packed = _packed_run(run_timestamps, run_values)
                 runs.append((keys[first], run_timestamps, run_values, packed))
         except (struct.error, OverflowError, TypeError, ValueError):
-            # Nothing is stored yet: point by point, the points before the bad one are
-            # stored, as write() promises, and the same exception comes out.
-            self._write_points(keys, values, timestamps)
-            raise
+            return keys, values, timestamps
         all_points, newest = self._points, self._newest
+        left_keys: list[str] = []
+        left_values: list[float] = []
+        left_timestamps: list[int] = []
         for key, run_timestamps, run_values, packed in runs:
             last = newest.get(key)
-            # Strictly ascending (one C loop over pairs), and newer than the key's newest:
+            # Strictly ascending (one C loop over pairs) and newer than the key's newest:
             # appended, the key's points stay sorted and unique.
             if (last is None or run_timestamps[0] > last) and all(
                 map(lt, run_timestamps, run_timestamps[1:])
@@ -372,33 +394,10 @@ class MemoryStore(Storage):
                     all_points[key] += packed
                 newest[key] = run_timestamps[-1]
             else:
-                self._write_points(repeat(key), run_values, run_timestamps)
-
-    def _write_points(
-        self, keys: Iterable[str], values: Iterable[float], timestamps: Iterable[int]
-    ) -> None:
-        """Store points one at a time, in order; raises at a point it cannot hold, the points
-        before it stored."""
-        all_points, newest, pack = self._points, self._newest, _POINT.pack
-        # No strict= keyword: any keyword makes zip() slower than storing one point. The
-        # callers give columns of one length.
-        for key, value, timestamp in zip(keys, values, timestamps):  # noqa: B905
-            last = newest.get(key)
-            if last is None:
-                all_points[key] = bytearray(pack(timestamp, value))
-                self._sorted_keys = None
-            elif timestamp > last:  # the usual case: a newer point
-                points = all_points[key]
-                points += pack(timestamp, value)
-            elif timestamp == last and key not in self._unsorted:
-                all_points[key][-_POINT.size :] = pack(timestamp, value)  # a rewrite
-                continue
-            else:
-                points = all_points[key]
-                points += pack(timestamp, value)
-                self._unsorted.add(key)
-                continue
-            newest[key] = timestamp
+                left_keys += [key] * len(run_timestamps)
+                left_values += run_values
+                left_timestamps += run_timestamps
+        return left_keys, left_values, left_timestamps
 
     def snapshot(self, key: str | None = None) -> Snapshot:
         """``key``'s series, or every series by ascending key, as of now; see :class:`Storage`.
