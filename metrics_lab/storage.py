@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from operator import lt
@@ -49,6 +49,7 @@ __all__ = [
     "StoreOpenError",
     "failed_write",
     "one_line",
+    "round_robin_period",
     "whole_series",
 ]
 
@@ -214,15 +215,19 @@ _RUN: Final = 4
 it a key at a time: below that, what it costs to set up each key's run outweighs the gain."""
 
 
-def _period(keys: Sequence[str]) -> int | None:
+def round_robin_period(keys: Sequence[Hashable]) -> int | None:
     """``p`` if the keys come round in the same order every ``p`` points (``keys[i] ==
     keys[i + p]``, the first ``p`` all different), at least :data:`_RUN` points per key; else
     ``None``. Then key ``keys[j]``'s points are exactly those at ``j``, ``j + p``, ``j + 2p``...
 
     The usual shape of a batch: a collector sends the same metrics each interval, in the same
-    order; one key alone is ``p = 1``. Every test here is a C loop over the batch, and
-    comparing the keys costs little as the parser hands out one string per key.
+    order; one key alone is ``p = 1``. Every test here is a C loop over the batch.
+
+    >>> round_robin_period(["cpu", "mem"] * 4), round_robin_period(["cpu", "mem", "cpu"] * 4)
+    (2, None)
     """
+    if len(keys) < _RUN:
+        return None
     try:
         period = keys.index(keys[0], 1)
     except ValueError:  # no key comes twice
@@ -329,9 +334,8 @@ class MemoryStore(Storage):
             return failed_write("a batch's columns differ in length")
         all_points, newest, pack = self._points, self._newest, _POINT.pack
         try:
-            # (The count is tested here, not in _period(): a lone put costs little more than
-            # a function call.)
-            if count >= _RUN and (period := _period(keys)) is not None:
+            # (The count is tested here too: a lone put costs little more than a function call.)
+            if count >= _RUN and (period := round_robin_period(keys)) is not None:
                 keys, values, timestamps = self._write_runs(keys, values, timestamps, period)
             # The points left, one at a time. No strict= keyword: any keyword makes zip()
             # slower than storing one point. The lengths were checked above.
@@ -359,9 +363,9 @@ class MemoryStore(Storage):
     def _write_runs(
         self, keys: Sequence[str], values: Sequence[float], timestamps: Sequence[int], period: int
     ) -> tuple[Sequence[str], Sequence[float], Sequence[int]]:
-        """Store a batch whose keys come round every ``period`` points (see :func:`_period`)
-        a key at a time, as far as it can in one go; return the points left for
-        :meth:`write` to store one at a time.
+        """Store a batch whose keys come round every ``period`` points (see
+        :func:`round_robin_period`) a key at a time, as far as it can in one go; return the
+        points left for :meth:`write` to store one at a time.
 
         A key's run newer than its newest point and strictly ascending, the usual case, is
         appended whole. Any other key's points are left, in their order (the order between
