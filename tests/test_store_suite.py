@@ -317,6 +317,7 @@ def test_memory_store_writes_round_robin_batches_as_a_dict_model(
 def test_memory_store_stores_the_points_before_one_it_cannot_hold(bad: object) -> None:
     store = MemoryStore()
     timestamps: list[Any] = [1, 1, 2, 2, bad, 3, 4, 4]  # the store, not the type, refuses
-    batch = PointBatch(["a", "b"] * 4, [float(index) for index in range(8)], timestamps)
+    values = [float(index) for index in range(8)]
+    batch = PointBatch(keys=["a", "b"] * 4, values=values, timestamps=timestamps)
     assert isinstance(store.write(batch).exception(), StoreFailure)
     assert rows(store) == [("a", [1, 2], [0.0, 2.0]), ("b", [1, 2], [1.0, 3.0])]
