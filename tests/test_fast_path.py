@@ -147,6 +147,39 @@ def test_put_block_parses_exactly_like_parse_request(block_lines: list[bytes]) -
     ]
 
 
+RAW_KEYS = [b"cpu", b"mem", b"\xd0\xba", b"*", b"\xff", b"a\x01"]
+RAW_VALUES = [b"0.5", b"-1e3", b"1e999", b"nan", b"1.2.3"]
+RAW_TIMESTAMPS = [b"1", b"-9223372036854775808", b"9223372036854775807", b"9223372036854775808"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(RAW_KEYS), min_size=1, max_size=3, unique=True),
+    st.integers(4, 30),
+    st.data(),
+)
+def test_put_block_of_keys_coming_round_parses_exactly_like_parse_request(
+    names: list[bytes], count: int, data: st.DataObject
+) -> None:
+    # The fast path checks such a block's keys once a round: a bad key, value or timestamp
+    # anywhere still sends the whole block to the line parse.
+    fields = st.tuples(st.sampled_from(RAW_VALUES), st.sampled_from(RAW_TIMESTAMPS))
+    rows = data.draw(st.lists(fields, min_size=count, max_size=count))
+    block_lines = [
+        b"put %s %s %s" % (names[index % len(names)], value, timestamp)
+        for index, (value, timestamp) in enumerate(rows)
+    ]
+    batch = parse_put_block(b"".join(line + b"\n" for line in block_lines))
+    expected = [_parse_or_none(line) for line in block_lines]
+    if not all(isinstance(request, PutRequest) for request in expected):
+        assert batch is None
+        return
+    assert batch is not None
+    assert as_rows(batch) == [
+        (r.key, r.timestamp, r.value) for r in expected if isinstance(r, PutRequest)
+    ]
+
+
 FIELDS = [b"put", b"get", b"k", b"1", b"2.5", b"-3"]
 ODD_SEPARATORS = (b"  ", b"\t", b"\r", b"\x0b")  # all but the one space a line has
 SEPARATORS = [b" "] * 4 + list(ODD_SEPARATORS)

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -281,3 +282,42 @@ def test_every_store_matches_a_dict_model(
                 assert earlier() == expected_earlier
         finally:
             store.close()
+
+
+@st.composite
+def round_robin_batch(draw: st.DrawFn) -> list[tuple[str, float, int]]:
+    """A batch whose keys come round in one order (the memory store writes those a key at a
+    time), timestamps ascending round by round or not, repeated or not, a last round cut short
+    or not."""
+    names = draw(st.lists(keys, min_size=1, max_size=4, unique=True))
+    count = draw(st.integers(0, 12 * len(names)))
+    stamps = draw(st.lists(st.integers(-3, 40), min_size=count, max_size=count))
+    if draw(st.booleans()):
+        stamps.sort()
+    return [(names[index % len(names)], draw(values), stamp) for index, stamp in enumerate(stamps)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(round_robin_batch(), max_size=4))
+def test_memory_store_writes_round_robin_batches_as_a_dict_model(
+    batches: list[list[tuple[str, float, int]]],
+) -> None:
+    store = MemoryStore()
+    model: dict[str, dict[int, float]] = {}
+    for batch in batches:
+        store.put_many(batch)
+        for name, value, timestamp in batch:
+            model.setdefault(name, {})[timestamp] = value
+        assert rows(store) == _model_rows(model, None)
+
+
+@pytest.mark.parametrize(
+    "bad", [2**63, "1"], ids=["timestamp beyond 64 bits", "timestamp not a number"]
+)
+def test_memory_store_stores_the_points_before_one_it_cannot_hold(bad: object) -> None:
+    store = MemoryStore()
+    timestamps: list[Any] = [1, 1, 2, 2, bad, 3, 4, 4]  # the store, not the type, refuses
+    values = [float(index) for index in range(8)]
+    batch = PointBatch(keys=["a", "b"] * 4, values=values, timestamps=timestamps)
+    assert isinstance(store.write(batch).exception(), StoreFailure)
+    assert rows(store) == [("a", [1, 2], [0.0, 2.0]), ("b", [1, 2], [1.0, 3.0])]
