@@ -15,12 +15,13 @@ from metrics_lab.fastpath import FastParser
 from metrics_lab.protocol import GetRequest, PutRequest
 from metrics_lab.session import (
     ANSWER_PIECE,
+    MAX_QUEUED_ANSWERS,
     MAX_UNSTORED_POINTS,
     STORE_ERROR_ANSWER,
     ServerSession,
     SimpleParser,
 )
-from metrics_lab.storage import PointBatch, Snapshot, StoreFailure
+from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Snapshot, StoreFailure
 from tests.conftest import cut
 from tests.test_server import ERROR, OK, WIRE
 
@@ -113,6 +114,25 @@ def test_points_waiting_for_the_store_are_bounded() -> None:
         store.commit()
         answered += drain(session)
     assert answered == OK * 1000 * blocks
+    assert session.wants_data
+
+
+def test_answers_queued_behind_an_unread_big_answer_are_bounded() -> None:
+    # A peer that asks for a big answer and then sends puts without reading it: their oks
+    # queue behind the answer, and after MAX_QUEUED_ANSWERS of them the session takes no more
+    # requests (its server stops reading). Finished answers were once joined into one queued
+    # answer, so they were never counted and the oks grew without bound.
+    store = MemoryStore()
+    store.put_many([("k", 1.0, t) for t in range(3 * SNAPSHOT_PIECE)])
+    session = ServerSession(store, parser=SimpleParser())
+    session.receive_data(b"get k\n" + b"put j 1 1\n" * (MAX_QUEUED_ANSWERS + 10))
+    assert not session.wants_data
+    assert session.why_wait(PutRequest("j", 1.0, 1)) == (
+        "too many answers are queued (for the store, or for the peer to read them)"
+    )
+    answers = drain(session)
+    assert answers.endswith(b"\n\n" + OK * (MAX_QUEUED_ANSWERS + 10))
+    assert answers.count(b"\n") == 3 * SNAPSHOT_PIECE + 2 + 2 * (MAX_QUEUED_ANSWERS + 10)
     assert session.wants_data
 
 
