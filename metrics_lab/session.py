@@ -144,25 +144,12 @@ class ServerSession:
 
     ``store`` is shared with the other sessions of the server; ``parser`` turns lines into
     requests (a :class:`SimpleParser` unless given); ``max_line`` bounds a request line.
-    A session holds little until it is used: the queues that only a held-back request or a
-    durable store needs are made when first needed, so that ten thousand idle connections
-    cost little memory.
+    A session holds little until it is used: what only a waiting answer or request needs is
+    in a :class:`_Backlog`, made when first needed and dropped once nothing waits, so that
+    ten thousand idle connections cost little memory.
     """
 
-    __slots__ = (
-        "_answers",
-        "_ended",
-        "_getting",
-        "_held",
-        "_lines",
-        "_ready",
-        "_unfixed_snapshot",
-        "_unstored",
-        "_unstored_points",
-        "_waiting",
-        "parser",
-        "store",
-    )
+    __slots__ = ("_backlog", "_ended", "_lines", "_ready", "parser", "store")
 
     def __init__(
         self,
@@ -174,17 +161,8 @@ class ServerSession:
         self.store = store
         self.parser = SimpleParser() if parser is None else parser
         self._lines = LineReader(max_line)
-        self._held: deque[Item] | None = None  # received, not yet run
-        self._ready: list[bytes] = []  # finished answers, before any in _answers
-        # From the first answer still in the making on, each answer's pieces: a list, not a
-        # deque (56 bytes empty, not 600; at most MAX_QUEUED_ANSWERS long, so taking its head
-        # is cheap enough).
-        self._answers: list[_Answer] = []
-        self._waiting: Future[None] | None = None  # what data_to_send found the head waits for
-        self._getting: _Answer | None = None  # a get's answer in _answers (one at a time)
-        self._unfixed_snapshot: Future[None] | None = None  # done once a get's view is fixed
-        self._unstored: deque[tuple[Future[None], int]] | None = None  # writes, their points
-        self._unstored_points = 0  # how many points those writes hold
+        self._ready: list[bytes] = []  # finished answers, before any in the backlog
+        self._backlog: _Backlog | None = None  # while an answer or a request waits
         self._ended = False  # no request will come any more
 
     def receive_data(self, data: bytes) -> None:
@@ -201,14 +179,11 @@ class ServerSession:
             logger.warning("a request line over %d bytes; answering error", self._lines.max_line)
             self._ended = True
             items.append(WrongCommandError("line too long"))
-        if self._held:  # earlier requests wait: these wait behind them
-            self._held.extend(items)
-            return
         for index, item in enumerate(items):
-            # Nothing queued or pending (the usual case): no waiting rule can apply.
-            pending = self._answers or self._unstored or self._unfixed_snapshot
-            if pending and self.why_wait(item) is not None:
-                self._held = deque(items[index:])
+            # No backlog (the usual case): nothing waits, so no waiting rule can apply.
+            backlog = self._backlog
+            if backlog is not None and (backlog.held or self.why_wait(item) is not None):
+                backlog.held.extend(items[index:])  # in order, behind any held already
                 return
             self._run(item)
 
@@ -221,21 +196,22 @@ class ServerSession:
         """
         ready = b"".join(self._ready)
         self._ready.clear()
-        if not self._answers:  # the usual case: every answer is finished
+        if self._backlog is None:  # the usual case: every answer is finished
             return ready
-        return self._pieces_of_answers(ready, limit)
+        return self._pieces_of_answers(self._backlog, ready, limit)
 
     def run_held_requests(self) -> bool:
         """Run the held-back requests that may run now, in order; say whether any ran."""
-        held = self._held
-        if held is None:  # the usual case
+        backlog = self._backlog
+        if backlog is None:  # the usual case
             return False
+        held = backlog.held
         ran = False
         while held and self.why_wait(held[0]) is None:
             self._run(held.popleft())
             ran = True
-        if not held:
-            self._held = None
+        if backlog.idle:
+            self._backlog = None
         return ran
 
     def why_wait(self, item: Item) -> str | None:
@@ -253,21 +229,23 @@ class ServerSession:
         A put otherwise runs at once: its store write starts, and the puts of several
         requests (and connections) can share one commit.
         """
-        unfixed = self._unfixed_snapshot
+        backlog = self._backlog
+        if backlog is None:
+            return None  # nothing waits, so nothing to wait for
+        unfixed = backlog.unfixed_snapshot
         if unfixed is not None:
             if not unfixed.done():
                 return "an earlier get's snapshot is not fixed yet"
-            self._unfixed_snapshot = None
-        if self._unstored is not None:
-            self._forget_stored()
-        if len(self._answers) >= MAX_QUEUED_ANSWERS:
+            backlog.unfixed_snapshot = None
+        backlog.forget_stored()
+        if len(backlog.answers) >= MAX_QUEUED_ANSWERS:
             return "too many answers are queued (for the store, or for the peer to read them)"
-        if self._unstored_points >= MAX_UNSTORED_POINTS:
+        if backlog.unstored_points >= MAX_UNSTORED_POINTS:
             return "too many points wait for the store"
         if isinstance(item, GetRequest):
-            if self._unstored:
+            if backlog.unstored:
                 return "an earlier put is not stored yet"
-            if self._getting is not None:
+            if backlog.getting is not None:
                 return "the get before it is still being answered"
         return None
 
@@ -280,7 +258,7 @@ class ServerSession:
         :meth:`run_held_requests` and :meth:`data_to_send` once it is done, whether that was
         before or after you looked.
         """
-        return self._waiting
+        return None if self._backlog is None else self._backlog.waiting
 
     @property
     def wants_data(self) -> bool:
@@ -289,12 +267,12 @@ class ServerSession:
         A server stops reading while this is false, so a peer that sends faster than it
         reads its answers holds only its socket's buffers, not ours.
         """
-        return not self._held and not self._ended
+        return not self._ended and (self._backlog is None or not self._backlog.held)
 
     @property
     def finished(self) -> bool:
         """Whether the conversation is over: no more requests, every answer taken."""
-        return self._ended and not self._held and not self._answers and not self._ready
+        return self._ended and self._backlog is None and not self._ready
 
     @property
     def partial_line(self) -> int:
@@ -318,8 +296,8 @@ class ServerSession:
                 self._wait_for_store(written, len(item.keys))
                 return
             answer = OK_ANSWER * len(item.keys)  # a memory store stored the points at once
-        if self._answers:  # behind an answer still in the making
-            self._answers.append(iter((answer,)))
+        if self._backlog is not None and self._backlog.answers:  # behind one in the making
+            self._backlog.answers.append(iter((answer,)))
         else:
             self._ready.append(answer)
 
@@ -338,62 +316,106 @@ class ServerSession:
             logger.warning("the store failed to read %r: %s", key, exc)
             return STORE_ERROR_ANSWER
         if isinstance(first, Future):  # a store that reads in a thread of its own
-            if not first.done():
-                self._unfixed_snapshot = first  # done once the store has fixed the view
             pieces: Snapshot = chain((first,), snapshot)
-        elif first is None or second is None:
+        elif first is None or second is None:  # one piece or none, as most gets
             return encode_points_answer([] if first is None else [first])
         else:
             pieces = chain((first, second), snapshot)
-        self._getting = _get_answer(key, pieces)
-        self._answers.append(self._getting)
+        backlog = self._made_backlog()
+        if isinstance(first, Future) and not first.done():
+            backlog.unfixed_snapshot = first  # done once the store has fixed the view
+        backlog.getting = _get_answer(key, pieces)
+        backlog.answers.append(backlog.getting)
         return None
 
     def _wait_for_store(self, written: Future[None], count: int) -> None:
         """Queue the answers to ``count`` puts whose points a durable store is committing."""
+        backlog = self._made_backlog()
         if not written.done():
-            if self._unstored is None:
-                self._unstored = deque()
-            self._unstored.append((written, count))
-            self._unstored_points += count
-        self._answers.append(_put_answers(written, count))
+            backlog.unstored.append((written, count))
+            backlog.unstored_points += count
+        backlog.answers.append(_put_answers(written, count))
 
-    def _forget_stored(self) -> None:
-        """Drop the writes the store has finished, oldest first, from the pending ones."""
-        unstored = self._unstored
-        while unstored and unstored[0][0].done():
-            self._unstored_points -= unstored.popleft()[1]
-        if not unstored:
-            self._unstored = None
+    def _made_backlog(self) -> _Backlog:
+        """The backlog, made now if nothing waited so far."""
+        if self._backlog is None:
+            self._backlog = _Backlog()
+        return self._backlog
 
-    def _pieces_of_answers(self, ready: bytes, limit: int) -> bytes:
-        """``ready``, then the pieces of the answers in the making, in order, up to about
-        ``limit`` bytes: :meth:`data_to_send` when not every answer is finished.
+    def _pieces_of_answers(self, backlog: _Backlog, ready: bytes, limit: int) -> bytes:
+        """``ready``, then the pieces of the backlog's answers, in order, up to about ``limit``
+        bytes: :meth:`data_to_send` when not every answer is finished.
 
         Stops early at an answer that waits for the store, and keeps its future for
         :attr:`waiting_for`.
         """
         out = [ready]
         size = len(ready)
-        answers = self._answers
-        self._waiting = None
+        answers = backlog.answers
+        backlog.waiting = None
         while answers and size < limit:
             piece = next(answers[0], None)
             if isinstance(piece, Future):
-                self._waiting = piece
+                backlog.waiting = piece
                 break
             if piece is None:  # that answer is complete
-                if answers.pop(0) is self._getting:
-                    self._getting = None
+                if answers.pop(0) is backlog.getting:
+                    backlog.getting = None
             else:
                 out.append(piece)
                 size += len(piece)
+        if backlog.idle:
+            self._backlog = None
         return b"".join(out)
 
 
 _Answer = Iterator[bytes | Future[None]]
 """An answer in the making: its bytes, a piece at a time, or a store's future to wait for
 first (it is yielded until it is done)."""
+
+
+class _Backlog:
+    """What a session holds only while something waits: the answers from the first one in
+    the making on, the requests held back, and the writes the store has not finished.
+
+    A session makes it when an answer cannot be finished at once (a big get's, a durable
+    store's puts) and drops it once it is :attr:`idle` again.
+    """
+
+    __slots__ = (
+        "answers",
+        "getting",
+        "held",
+        "unfixed_snapshot",
+        "unstored",
+        "unstored_points",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        # A list, not a deque: at most MAX_QUEUED_ANSWERS long, so taking its head is cheap.
+        self.answers: list[_Answer] = []
+        self.held: deque[Item] = deque()  # received, not yet run
+        self.waiting: Future[None] | None = None  # what the first answer waits for
+        self.getting: _Answer | None = None  # a get's answer among them (one at a time)
+        self.unfixed_snapshot: Future[None] | None = None  # done once a get's view is fixed
+        self.unstored: deque[tuple[Future[None], int]] = deque()  # writes, their points
+        self.unstored_points = 0  # how many points those writes hold
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing waits any more: every answer is out, no request is held back.
+
+        (Every write's answer is out only once the write is done, and every get's only once
+        its snapshot is fixed, so nothing else can be left.)
+        """
+        return not self.answers and not self.held
+
+    def forget_stored(self) -> None:
+        """Drop the writes the store has finished, oldest first, from the pending ones."""
+        unstored = self.unstored
+        while unstored and unstored[0][0].done():
+            self.unstored_points -= unstored.popleft()[1]
 
 
 def _put_answers(written: Future[None], count: int) -> _Answer:
