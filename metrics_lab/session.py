@@ -27,11 +27,16 @@ The waiting rules are all in :meth:`ServerSession.why_wait`. Besides them:
   says so later, from a thread of its own: until then :attr:`ServerSession.waiting_for` is
   the store's future, and the answers behind it wait.
 - A get reads a snapshot: its answer is the store as of the request, however slowly the peer
-  takes it, encoded a piece at a time as :meth:`~ServerSession.data_to_send` is called, so a
-  ``get *`` of a million points never sits in memory whole.
+  takes it. One piece of the snapshot or none (most gets) is encoded at once; a bigger
+  answer is encoded a piece at a time as :meth:`~ServerSession.data_to_send` is called, so
+  a ``get *`` of a million points never sits in memory whole.
 - A request line longer than ``max_line`` is answered ``error`` and ends the session.
 - While requests are held back, :attr:`~ServerSession.wants_data` is false and the server
   stops reading from the peer.
+
+What only waiting needs (answers in the making, requests held back, the store's unfinished
+writes) is kept in a backlog that the session makes when something must wait, and drops once
+nothing does: in the usual case, where every answer is finished at once, there is none.
 
 The asyncio server (:mod:`metrics_lab.server`) only moves bytes between a socket and a session.
 How a block of received lines becomes requests is one replaceable step, a parser: the
