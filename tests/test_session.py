@@ -174,6 +174,16 @@ def test_a_read_that_fails_before_any_byte_is_an_error_answer() -> None:
     assert drain(session) == STORE_ERROR_ANSWER + OK
 
 
+def test_a_read_that_fails_at_the_second_piece_is_still_an_error_answer() -> None:
+    # The session reads a get's first two pieces when it runs the get (one piece and no
+    # more is a small answer, encoded at once), so a failure there comes before any byte.
+    store = BrokenReads(fail_after=1)
+    store.put_many([("k", 1.0, t) for t in range(SNAPSHOT_PIECE + 1)])
+    session = ServerSession(store)
+    session.receive_data(b"get k\nget nothing\n")
+    assert drain(session) == STORE_ERROR_ANSWER + OK
+
+
 def test_a_read_that_fails_mid_answer_raises_so_the_connection_ends() -> None:
     store = BrokenReads(fail_after=3)
     store.put_many([(f"k{i}", 1.0, t) for i in range(3) for t in range(30_000)])
