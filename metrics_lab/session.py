@@ -27,11 +27,16 @@ The waiting rules are all in :meth:`ServerSession.why_wait`. Besides them:
   says so later, from a thread of its own: until then :attr:`ServerSession.waiting_for` is
   the store's future, and the answers behind it wait.
 - A get reads a snapshot: its answer is the store as of the request, however slowly the peer
-  takes it, encoded a piece at a time as :meth:`~ServerSession.data_to_send` is called, so a
-  ``get *`` of a million points never sits in memory whole.
+  takes it. One piece of the snapshot or none (most gets) is encoded at once; a bigger
+  answer is encoded a piece at a time as :meth:`~ServerSession.data_to_send` is called, so
+  a ``get *`` of a million points never sits in memory whole.
 - A request line longer than ``max_line`` is answered ``error`` and ends the session.
 - While requests are held back, :attr:`~ServerSession.wants_data` is false and the server
   stops reading from the peer.
+
+What only waiting needs (answers in the making, requests held back, the store's unfinished
+writes) is kept in a backlog that the session makes when something must wait, and drops once
+nothing does: in the usual case, where every answer is finished at once, there is none.
 
 The asyncio server (:mod:`metrics_lab.server`) only moves bytes between a socket and a session.
 How a block of received lines becomes requests is one replaceable step, a parser: the
@@ -59,11 +64,13 @@ from metrics_lab.protocol import (
     Item,
     LineReader,
     PointBatch,
+    PutRequest,
     SimpleParser,
     WrongCommandError,
+    encode_points_answer,
     encode_series_lines,
 )
-from metrics_lab.storage import STORED, Series, Storage, one_line
+from metrics_lab.storage import STORED, Series, Snapshot, Storage, one_line
 
 __all__ = [
     "ANSWER_BATCH",
@@ -87,11 +94,8 @@ ANSWER_BATCH: Final = 256 * 1024
 unless told otherwise."""
 
 ANSWER_PIECE: Final = 16 * 1024
-"""About how many bytes of a get's answer are encoded at a time (a few hundred points,
-well under a millisecond of work)."""
-
-ENCODE_POINTS: Final = 1024
-"""At most this many points are encoded in one go, however long the store's pieces are."""
+"""About how many bytes a server asks :meth:`ServerSession.data_to_send` for at a time while
+a big answer goes out (a few hundred points, well under a millisecond of work)."""
 
 MAX_QUEUED_ANSWERS: Final = 1024
 """How many answers a session keeps queued before it holds back requests (and its server
@@ -145,24 +149,12 @@ class ServerSession:
 
     ``store`` is shared with the other sessions of the server; ``parser`` turns lines into
     requests (a :class:`SimpleParser` unless given); ``max_line`` bounds a request line.
-    A session holds little until it is used: the queues that only a held-back request or a
-    durable store needs are made when first needed, so that ten thousand idle connections
-    cost little memory.
+    A session holds little until it is used: what only a waiting answer or request needs is
+    in a :class:`_Backlog`, made when first needed and dropped once nothing waits, so that
+    ten thousand idle connections cost little memory.
     """
 
-    __slots__ = (
-        "_answering_get",
-        "_answers",
-        "_ended",
-        "_held",
-        "_lines",
-        "_ready",
-        "_unfixed_snapshot",
-        "_unstored",
-        "_unstored_points",
-        "parser",
-        "store",
-    )
+    __slots__ = ("_backlog", "_ended", "_lines", "_ready", "parser", "store")
 
     def __init__(
         self,
@@ -174,15 +166,8 @@ class ServerSession:
         self.store = store
         self.parser = SimpleParser() if parser is None else parser
         self._lines = LineReader(max_line)
-        self._held: deque[Item] | None = None  # received, not yet run
-        # Run, not yet sent whole: a list, not a deque (56 bytes empty, not 600; at most
-        # MAX_QUEUED_ANSWERS long, so taking its head is cheap enough).
-        self._answers: list[_Answer] = []
-        self._ready: list[bytes] = []  # finished answers, before any in _answers
-        self._unstored: deque[tuple[Future[None], int]] | None = None  # writes, their points
-        self._unstored_points = 0  # how many points those writes hold
-        self._answering_get = False  # a get's answer is queued: the next get waits for it
-        self._unfixed_snapshot: Future[None] | None = None  # done once a get's view is fixed
+        self._ready: list[bytes] = []  # finished answers, before any in the backlog
+        self._backlog: _Backlog | None = None  # while an answer or a request waits
         self._ended = False  # no request will come any more
 
     def receive_data(self, data: bytes) -> None:
@@ -199,15 +184,11 @@ class ServerSession:
             logger.warning("a request line over %d bytes; answering error", self._lines.max_line)
             self._ended = True
             items.append(WrongCommandError("line too long"))
-        held = self._held
-        if held:  # earlier requests wait: these wait behind them
-            held.extend(items)
-            return
         for index, item in enumerate(items):
-            # Nothing queued or pending (the usual case): no waiting rule can apply.
-            pending = self._answers or self._unstored or self._unfixed_snapshot
-            if pending and self.why_wait(item) is not None:
-                self._held = deque(items[index:])
+            # No backlog (the usual case): nothing waits, so no waiting rule can apply.
+            backlog = self._backlog
+            if backlog is not None and (backlog.held or self.why_wait(item) is not None):
+                backlog.held.extend(items[index:])  # in order, behind any held already
                 return
             self._run(item)
 
@@ -220,32 +201,22 @@ class ServerSession:
         """
         ready = b"".join(self._ready)
         self._ready.clear()
-        answers = self._answers
-        if not answers:  # the usual case: every answer is finished
+        if self._backlog is None:  # the usual case: every answer is finished
             return ready
-        out = [ready]
-        size = len(ready)
-        while answers and size < limit:
-            piece = answers[0].next_piece()
-            if piece is None:  # that answer is complete
-                if isinstance(answers.pop(0), _GetAnswer):
-                    self._answering_get = False
-            elif isinstance(piece, bytes):
-                out.append(piece)
-                size += len(piece)
-            else:
-                break  # a future: the store has not answered yet
-        return b"".join(out)
+        return self._pieces_of_answers(self._backlog, ready, limit)
 
     def run_held_requests(self) -> bool:
         """Run the held-back requests that may run now, in order; say whether any ran."""
-        held = self._held
+        backlog = self._backlog
+        if backlog is None:  # the usual case
+            return False
+        held = backlog.held
         ran = False
         while held and self.why_wait(held[0]) is None:
             self._run(held.popleft())
             ran = True
-        if held is not None and not held:
-            self._held = None
+        if backlog.idle:
+            self._backlog = None
         return ran
 
     def why_wait(self, item: Item) -> str | None:
@@ -263,33 +234,36 @@ class ServerSession:
         A put otherwise runs at once: its store write starts, and the puts of several
         requests (and connections) can share one commit.
         """
-        unfixed = self._unfixed_snapshot
+        backlog = self._backlog
+        if backlog is None:
+            return None  # nothing waits, so nothing to wait for
+        unfixed = backlog.unfixed_snapshot
         if unfixed is not None:
             if not unfixed.done():
                 return "an earlier get's snapshot is not fixed yet"
-            self._unfixed_snapshot = None
-        if self._unstored is not None:
-            self._forget_stored()
-        if len(self._answers) >= MAX_QUEUED_ANSWERS:
+            backlog.unfixed_snapshot = None
+        backlog.forget_stored()
+        if len(backlog.answers) >= MAX_QUEUED_ANSWERS:
             return "too many answers are queued (for the store, or for the peer to read them)"
-        if self._unstored_points >= MAX_UNSTORED_POINTS:
+        if backlog.unstored_points >= MAX_UNSTORED_POINTS:
             return "too many points wait for the store"
         if isinstance(item, GetRequest):
-            if self._unstored:
+            if backlog.unstored:
                 return "an earlier put is not stored yet"
-            if self._answering_get:
+            if backlog.getting is not None:
                 return "the get before it is still being answered"
         return None
 
     @property
     def waiting_for(self) -> Future[None] | None:
-        """The store's future that the next answer waits for, or ``None``.
+        """The store's future that the next answer waits for, as :meth:`data_to_send` last
+        found it, or ``None``.
 
         It may be done by the time you look (stores finish in threads of their own): call
         :meth:`run_held_requests` and :meth:`data_to_send` once it is done, whether that was
         before or after you looked.
         """
-        return self._answers[0].peek() if self._answers else None
+        return None if self._backlog is None else self._backlog.waiting
 
     @property
     def wants_data(self) -> bool:
@@ -298,192 +272,189 @@ class ServerSession:
         A server stops reading while this is false, so a peer that sends faster than it
         reads its answers holds only its socket's buffers, not ours.
         """
-        return not self._held and not self._ended
+        return not self._ended and (self._backlog is None or not self._backlog.held)
 
     @property
     def finished(self) -> bool:
         """Whether the conversation is over: no more requests, every answer taken."""
-        return self._ended and not self._held and not self._answers and not self._ready
+        return self._ended and self._backlog is None and not self._ready
 
     @property
     def partial_line(self) -> int:
         """How many bytes of an unfinished request line are buffered."""
         return self._lines.pending
 
-    def _forget_stored(self) -> None:
-        """Drop the writes the store has finished, oldest first, from the pending ones."""
-        unstored = self._unstored
-        while unstored and unstored[0][0].done():
-            self._unstored_points -= unstored.popleft()[1]
-        if not unstored:
-            self._unstored = None
-
     def _run(self, item: Item) -> None:
-        """Run one request and queue its answer: finished, or waiting for the store."""
+        """Run one request and queue its answer: finished, or in the making."""
         if isinstance(item, GetRequest):
-            get = _GetAnswer(self.store, None if item.key == ALL_KEYS else item.key)
-            self._answers.append(get)
-            self._answering_get = True
-            self._unfixed_snapshot = get.unfixed
-            return
-        if isinstance(item, WrongCommandError):
+            answer = self._run_get(None if item.key == ALL_KEYS else item.key)
+            if answer is None:
+                return
+        elif isinstance(item, WrongCommandError):
             logger.debug("wrong command: %s", item)
             answer = ERROR_ANSWER
         else:
-            if isinstance(item, PointBatch):
-                batch = item
-            else:
-                batch = PointBatch((item.key,), (item.timestamp,), (item.value,))
-            written = self.store.write(batch)
-            count = len(batch.keys)
+            if isinstance(item, PutRequest):
+                item = PointBatch((item.key,), (item.timestamp,), (item.value,))
+            written = self.store.write(item)
             if written is not STORED:  # a durable store: answered once it has committed
-                if not written.done():
-                    if self._unstored is None:
-                        self._unstored = deque()
-                    self._unstored.append((written, count))
-                    self._unstored_points += count
-                self._answers.append(_PutAnswers(written, count))
+                self._wait_for_store(written, len(item.keys))
                 return
-            answer = OK_ANSWER * count  # a memory store stored the points at once
-        answers = self._answers
-        if not answers:
-            self._ready.append(answer)
-            return
-        last = answers[-1]  # behind an answer still in the making: join the finished ones
-        if isinstance(last, _KnownAnswers) and last.data is not None:
-            last.data += answer
+            answer = OK_ANSWER * len(item.keys)  # a memory store stored the points at once
+        if self._backlog is not None and self._backlog.answers:  # behind one in the making
+            self._backlog.answers.append(iter((answer,)))
         else:
-            answers.append(_KnownAnswers(answer))
+            self._ready.append(answer)
 
+    def _run_get(self, key: str | None) -> bytes | None:
+        """Take a get's snapshot now; return its answer if it is finished already.
 
-class _Answer:
-    """One request's answer on its way out: its bytes come a piece at a time."""
-
-    __slots__ = ()
-
-    def next_piece(self) -> bytes | Future[None] | None:
-        """The next bytes; a future to wait for first; ``None`` once all bytes were given."""
-        raise NotImplementedError
-
-    def peek(self) -> Future[None] | None:
-        """The store's future this answer waits on, if any, even if it is done by now.
-
-        (Done by now counts: the store may finish in its own thread between a
-        :meth:`next_piece` that found it pending and this call, and whoever asks must still
-        be woken.)
+        Most answers are one piece of the snapshot, or none: those are encoded at once. A
+        bigger one, or one from a store that makes us wait, is queued here and goes out a
+        piece at a time as :meth:`data_to_send` takes it (see :func:`_get_answer`).
         """
+        try:
+            snapshot = self.store.snapshot(key)
+            first = next(snapshot, None)
+            second = next(snapshot, None) if isinstance(first, Series) else None
+        except Exception as exc:
+            logger.warning("the store failed to read %r: %s", key, exc)
+            return STORE_ERROR_ANSWER
+        if isinstance(first, Future):  # a store that reads in a thread of its own
+            pieces: Snapshot = chain((first,), snapshot)
+        elif first is None or second is None:  # one piece or none, as most gets
+            return encode_points_answer([] if first is None else [first])
+        else:
+            pieces = chain((first, second), snapshot)
+        backlog = self._made_backlog()
+        if isinstance(first, Future) and not first.done():
+            backlog.unfixed_snapshot = first  # done once the store has fixed the view
+        backlog.getting = _get_answer(key, pieces)
+        backlog.answers.append(backlog.getting)
         return None
 
-
-class _KnownAnswers(_Answer):
-    """Answers already known (oks, errors), joined while they wait behind another."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data: bytes | None = data
-
-    def next_piece(self) -> bytes | None:
-        data, self.data = self.data, None
-        return data
-
-
-class _PutAnswers(_Answer):
-    """The answers to ``count`` puts that were written together: ok each, or error each."""
-
-    __slots__ = ("_count", "_written")
-
-    def __init__(self, written: Future[None], count: int) -> None:
-        self._written: Future[None] | None = written
-        self._count = count
-
-    def next_piece(self) -> bytes | Future[None] | None:
-        written = self._written
-        if written is None:
-            return None
+    def _wait_for_store(self, written: Future[None], count: int) -> None:
+        """Queue the answers to ``count`` puts whose points a durable store is committing."""
+        backlog = self._made_backlog()
         if not written.done():
-            return written
-        self._written = None
-        failure = written.exception()
-        if failure is None:
-            return OK_ANSWER * self._count
-        _UNSTORED.add(self._count, one_line(failure))
-        return STORE_ERROR_ANSWER * self._count
+            backlog.unstored.append((written, count))
+            backlog.unstored_points += count
+        backlog.answers.append(_put_answers(written, count))
 
-    def peek(self) -> Future[None] | None:
-        return self._written
+    def _made_backlog(self) -> _Backlog:
+        """The backlog, made now if nothing waited so far."""
+        if self._backlog is None:
+            self._backlog = _Backlog()
+        return self._backlog
+
+    def _pieces_of_answers(self, backlog: _Backlog, ready: bytes, limit: int) -> bytes:
+        """``ready``, then the pieces of the backlog's answers, in order, up to about ``limit``
+        bytes: :meth:`data_to_send` when not every answer is finished.
+
+        Stops early at an answer that waits for the store, and keeps its future for
+        :attr:`waiting_for`.
+        """
+        out = [ready]
+        size = len(ready)
+        answers = backlog.answers
+        backlog.waiting = None
+        while answers and size < limit:
+            piece = next(answers[0], None)
+            if isinstance(piece, Future):
+                backlog.waiting = piece
+                break
+            if piece is None:  # that answer is complete
+                if answers.pop(0) is backlog.getting:
+                    backlog.getting = None
+            else:
+                out.append(piece)
+                size += len(piece)
+        if backlog.idle:
+            self._backlog = None
+        return b"".join(out)
 
 
-class _GetAnswer(_Answer):
-    """The answer to a get: the snapshot taken when it ran, encoded a piece at a time.
+_Answer = Iterator[bytes | Future[None]]
+"""An answer in the making: its bytes, a piece at a time, or a store's future to wait for
+first (it is yielded until it is done)."""
+
+
+class _Backlog:
+    """What a session holds only while something waits: the answers from the first one in
+    the making on, the requests held back, and the writes the store has not finished.
+
+    A session makes it when an answer cannot be finished at once (a big get's, a durable
+    store's puts) and drops it once it is :attr:`idle` again.
+    """
+
+    __slots__ = (
+        "answers",
+        "getting",
+        "held",
+        "unfixed_snapshot",
+        "unstored",
+        "unstored_points",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        # A list, not a deque: at most MAX_QUEUED_ANSWERS long, so taking its head is cheap.
+        self.answers: list[_Answer] = []
+        self.held: deque[Item] = deque()  # received, not yet run
+        self.waiting: Future[None] | None = None  # what the first answer waits for
+        self.getting: _Answer | None = None  # a get's answer among them (one at a time)
+        self.unfixed_snapshot: Future[None] | None = None  # done once a get's view is fixed
+        self.unstored: deque[tuple[Future[None], int]] = deque()  # writes, their points
+        self.unstored_points = 0  # how many points those writes hold
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing waits any more: every answer is out, no request is held back.
+
+        (Every write's answer is out only once the write is done, and every get's only once
+        its snapshot is fixed, so nothing else can be left.)
+        """
+        return not self.answers and not self.held
+
+    def forget_stored(self) -> None:
+        """Drop the writes the store has finished, oldest first, from the pending ones."""
+        unstored = self.unstored
+        while unstored and unstored[0][0].done():
+            self.unstored_points -= unstored.popleft()[1]
+
+
+def _put_answers(written: Future[None], count: int) -> _Answer:
+    """The answers to ``count`` puts that were written together: ok each, or error each."""
+    while not written.done():
+        yield written
+    failure = written.exception()
+    if failure is None:
+        yield OK_ANSWER * count
+    else:
+        _UNSTORED.add(count, one_line(failure))
+        yield STORE_ERROR_ANSWER * count
+
+
+def _get_answer(key: str | None, pieces: Snapshot) -> _Answer:
+    """A big get's answer, encoded one piece of its snapshot at a time.
 
     ``ok`` goes out with the first piece, so a store that fails before it still gets an
     honest ``error`` answer. One that fails after it cannot: the answer is half sent, and
     the exception ends the connection, the only signal left.
     """
-
-    __slots__ = ("_key", "_pieces", "_started", "_waiting", "unfixed")
-
-    def __init__(self, store: Storage, key: str | None) -> None:
-        self._key = key
-        self._started = False  # "ok" (or the error answer) has gone out
-        self._waiting: Future[None] | None = None
-        self._pieces: Iterator[Series | Future[None] | None] | None = None  # None: all sent
-        self.unfixed: Future[None] | None = None
-        """Done once the snapshot is fixed; ``None`` if it was at once (see :class:`Storage`)."""
-        try:
-            snapshot = store.snapshot(key)
-            # Its first piece, now: a store that fixes the view later yields a future first.
-            first = next(snapshot, None)
-        except Exception as exc:
-            logger.warning("the store failed to read %r: %s", key, exc)
-            return
-        self._pieces = chain((first,), snapshot)
-        if isinstance(first, Future) and not first.done():
-            self.unfixed = first
-
-    def next_piece(self) -> bytes | Future[None] | None:
-        if self._waiting is not None:
-            if not self._waiting.done():
-                return self._waiting
-            self._waiting = None
-        pieces = self._pieces
-        if pieces is None:  # all sent, or the store failed before the first byte
-            if self._started:
-                return None
-            self._started = True
-            return STORE_ERROR_ANSWER
-        lines: list[bytes] = [] if self._started else [b"ok\n"]
-        size = 0
-        try:
-            while size < ANSWER_PIECE:
-                piece = next(pieces, None)
-                if piece is None:
-                    lines.append(b"\n")
-                    self._pieces = None
-                    break
-                if isinstance(piece, Future):
-                    self._waiting = piece
-                    break
-                if len(piece.timestamps) > ENCODE_POINTS:  # the rest waits for the next turn
-                    key, timestamps, values = piece
-                    rest = Series(key, timestamps[ENCODE_POINTS:], values[ENCODE_POINTS:])
-                    self._pieces = pieces = chain((rest,), pieces)
-                    piece = Series(key, timestamps[:ENCODE_POINTS], values[:ENCODE_POINTS])
-                encoded = encode_series_lines(*piece)
-                lines.append(encoded)
-                size += len(encoded)
-        except Exception as exc:
-            if self._started:
-                raise
-            logger.warning("the store failed to read %r: %s", self._key, exc)
-            self._pieces = None
-            self._started = True
-            return STORE_ERROR_ANSWER
-        if len(lines) == 1 and not self._started and self._waiting is not None:
-            return self._waiting  # nothing to say yet, not even "ok"
-        self._started = True
-        return b"".join(lines)
-
-    def peek(self) -> Future[None] | None:
-        return self._waiting
+    status = b"ok\n"  # until it has gone out with the first piece
+    try:
+        for piece in pieces:
+            if isinstance(piece, Future):
+                while not piece.done():
+                    yield piece
+            else:
+                yield status + encode_series_lines(*piece)
+                status = b""
+    except Exception as exc:
+        if not status:
+            raise
+        logger.warning("the store failed to read %r: %s", key, exc)
+        yield STORE_ERROR_ANSWER
+        return
+    yield status + b"\n"

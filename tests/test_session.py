@@ -15,12 +15,13 @@ from metrics_lab.fastpath import FastParser
 from metrics_lab.protocol import GetRequest, PutRequest
 from metrics_lab.session import (
     ANSWER_PIECE,
+    MAX_QUEUED_ANSWERS,
     MAX_UNSTORED_POINTS,
     STORE_ERROR_ANSWER,
     ServerSession,
     SimpleParser,
 )
-from metrics_lab.storage import PointBatch, Snapshot, StoreFailure
+from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Snapshot, StoreFailure
 from tests.conftest import cut
 from tests.test_server import ERROR, OK, WIRE
 
@@ -116,6 +117,25 @@ def test_points_waiting_for_the_store_are_bounded() -> None:
     assert session.wants_data
 
 
+def test_answers_queued_behind_an_unread_big_answer_are_bounded() -> None:
+    # A peer that asks for a big answer and then sends puts without reading it: their oks
+    # queue behind the answer, and after MAX_QUEUED_ANSWERS of them the session takes no more
+    # requests (its server stops reading). Finished answers were once joined into one queued
+    # answer, so they were never counted and the oks grew without bound.
+    store = MemoryStore()
+    store.put_many([("k", 1.0, t) for t in range(3 * SNAPSHOT_PIECE)])
+    session = ServerSession(store, parser=SimpleParser())
+    session.receive_data(b"get k\n" + b"put j 1 1\n" * (MAX_QUEUED_ANSWERS + 10))
+    assert not session.wants_data
+    assert session.why_wait(PutRequest("j", 1.0, 1)) == (
+        "too many answers are queued (for the store, or for the peer to read them)"
+    )
+    answers = drain(session)
+    assert answers.endswith(b"\n\n" + OK * (MAX_QUEUED_ANSWERS + 10))
+    assert answers.count(b"\n") == 3 * SNAPSHOT_PIECE + 2 + 2 * (MAX_QUEUED_ANSWERS + 10)
+    assert session.wants_data
+
+
 def test_a_failed_commit_answers_store_error_for_each_put_and_nothing_else() -> None:
     store = LaterStore()
     session = ServerSession(store)
@@ -149,6 +169,16 @@ class BrokenReads(MemoryStore):
 def test_a_read_that_fails_before_any_byte_is_an_error_answer() -> None:
     store = BrokenReads(fail_after=0)
     store.put_many([("k", 1.0, 1)])
+    session = ServerSession(store)
+    session.receive_data(b"get k\nget nothing\n")
+    assert drain(session) == STORE_ERROR_ANSWER + OK
+
+
+def test_a_read_that_fails_at_the_second_piece_is_still_an_error_answer() -> None:
+    # The session reads a get's first two pieces when it runs the get (one piece and no
+    # more is a small answer, encoded at once), so a failure there comes before any byte.
+    store = BrokenReads(fail_after=1)
+    store.put_many([("k", 1.0, t) for t in range(SNAPSHOT_PIECE + 1)])
     session = ServerSession(store)
     session.receive_data(b"get k\nget nothing\n")
     assert drain(session) == STORE_ERROR_ANSWER + OK

@@ -23,7 +23,7 @@ from metrics_lab.storage import SNAPSHOT_PIECE, Series, Snapshot, StoreFailure, 
 
 __all__ = ["FETCH_ROWS", "Readers"]
 
-FETCH_ROWS: Final = 4 * SNAPSHOT_PIECE
+FETCH_ROWS: Final = 16 * SNAPSHOT_PIECE
 """Points read in one chunk (one round trip), cut into pieces for the session."""
 
 _Groups = list[tuple[str, list[int], list[float]]]  # one chunk: (key, timestamps, values) each

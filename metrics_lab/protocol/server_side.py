@@ -56,25 +56,23 @@ def parse_request(line: bytes) -> Request | None:
     ...
     metrics_lab.protocol.server_side.WrongCommandError: unknown command b'PUT'
     """
-    if line[-1:] == b"\r":
-        line = line[:-1]
-    fields = line.split(b" ")
+    fields = line.removesuffix(b"\r").split(b" ")
     if b"" in fields:  # runs of spaces count as one separator
         fields = [field for field in fields if field]
-        if not fields:
+    match fields:
+        case [b"put", key, value, timestamp]:
+            return PutRequest(parse_key(key), _parse_value(value), _parse_timestamp(timestamp))
+        case [b"get", key]:
+            # A get key that no put could have stored (bad UTF-8, say) simply matches nothing.
+            return GetRequest(key.decode("utf-8", "surrogateescape"))
+        case []:
             return None
-    command = fields[0]
-    if command == b"put":
-        if len(fields) != 4:
-            raise WrongCommandError(f"put takes 3 fields, got {len(fields) - 1}")
-        key, value, timestamp = fields[1:]
-        return PutRequest(parse_key(key), _parse_value(value), _parse_timestamp(timestamp))
-    if command == b"get":
-        if len(fields) != 2:
-            raise WrongCommandError(f"get takes 1 field, got {len(fields) - 1}")
-        # A get key that no put could have stored (bad UTF-8, say) simply matches nothing.
-        return GetRequest(fields[1].decode("utf-8", "surrogateescape"))
-    raise WrongCommandError(f"unknown command {command[:32]!r}")
+        case [b"put", *rest]:
+            raise WrongCommandError(f"put takes 3 fields, got {len(rest)}")
+        case [b"get", *rest]:
+            raise WrongCommandError(f"get takes 1 field, got {len(rest)}")
+        case _:
+            raise WrongCommandError(f"unknown command {fields[0][:32]!r}")
 
 
 Item = Request | PointBatch | WrongCommandError
@@ -92,12 +90,12 @@ class SimpleParser:
         """The requests in ``block`` (whole lines, each ended by ``\\n``), blank lines left out."""
         items: list[Item] = []
         for line in block.split(b"\n")[:-1]:
+            request: Item | None
             try:
                 request = parse_request(line)
             except WrongCommandError as wrong:
-                items.append(wrong)
-                continue
-            if request is not None:
+                request = wrong  # answered error, in its turn
+            if request is not None:  # not a blank line
                 items.append(request)
         return items
 
