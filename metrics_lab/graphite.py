@@ -32,7 +32,7 @@ applies the same flow control, connection limit, line timeout and idle timeout;
 >>> reader = GraphiteReader()
 >>> received = reader.receive_data(b"web1.load 0.5 1796514933.7\\nweb1.mem x 1796514933\\nweb1")
 >>> list(received.points)
-[('web1.load', 0.5, 1796514933)]
+[('web1.load', 1796514933, 0.5)]
 >>> received.refused
 (RefusedLine(line=b'web1.mem x 1796514933', reason="value b'x' is not a number"),)
 """
