@@ -285,21 +285,28 @@ def test_every_store_matches_a_dict_model(
 
 
 @st.composite
-def round_robin_batch(draw: st.DrawFn) -> list[tuple[str, float, int]]:
-    """A batch whose keys come round in one order (the memory store writes those a key at a
-    time), timestamps ascending round by round or not, repeated or not, a last round cut short
-    or not."""
+def many_points_per_key(draw: st.DrawFn) -> list[tuple[str, float, int]]:
+    """A batch with several points per key: keys coming round in one order (the memory store
+    writes those a key at a time), grouped, or in no order (those a point at a time);
+    timestamps ascending or not, repeated or not."""
     names = draw(st.lists(keys, min_size=1, max_size=4, unique=True))
     count = draw(st.integers(0, 12 * len(names)))
     stamps = draw(st.lists(st.integers(-3, 40), min_size=count, max_size=count))
     if draw(st.booleans()):
         stamps.sort()
-    return [(names[index % len(names)], draw(values), stamp) for index, stamp in enumerate(stamps)]
+    order = draw(st.sampled_from(["round robin", "grouped", "any"]))
+    if order == "round robin":
+        batch_keys = [names[index % len(names)] for index in range(count)]
+    elif order == "grouped":
+        batch_keys = sorted(names[index % len(names)] for index in range(count))
+    else:
+        batch_keys = draw(st.lists(st.sampled_from(names), min_size=count, max_size=count))
+    return [(key, draw(values), stamp) for key, stamp in zip(batch_keys, stamps, strict=True)]
 
 
-@settings(max_examples=150, deadline=None)
-@given(batches=st.lists(round_robin_batch(), max_size=4))
-def test_memory_store_writes_round_robin_batches_as_a_dict_model(
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(many_points_per_key(), max_size=4))
+def test_memory_store_writes_batches_of_many_points_per_key_as_a_dict_model(
     batches: list[list[tuple[str, float, int]]],
 ) -> None:
     store = MemoryStore()
