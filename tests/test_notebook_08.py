@@ -36,9 +36,15 @@ def _printed(notebook: nbformat.NotebookNode, part: str) -> str:
 
 PRINTED = {
     # The cell (a part of its source) -> what its output holds, as the prose after it says.
+    "_Connection._send))": [
+        "data = self.session.data_to_send(ANSWER_PIECE)",  # at most a piece at once
+        "self._more_to_do(len(data))",  # the rest is another method's
+    ],
+    "def drain(": ["wants more bytes: True | waits for: None"],  # nothing had to wait
     'session.receive_data(b"put cpu 1 1\\nput cpu 2 2\\nget cpu': [
         "ready to send:    b''",
         "writes started:   2",
+        "state=pending>",  # waiting_for: where data_to_send stopped
         "wants more bytes: False",
         "a get now would wait because: an earlier put is not stored yet",
         "a put now would wait because: None",
@@ -75,10 +81,20 @@ PRINTED = {
         "the next put waits because: too many answers",
     ],
     'answers = b""\nwhile': ["oks: 1100 | wants more bytes: True"],
+    'b"get *\\n" + b"".join(': [  # finished answers behind a big one count too
+        "puts run: 1023 | wants more bytes: False",
+        "the next put waits because: too many answers",
+        "oks: 1100 | wants more bytes: True",
+    ],
     "greedy = socket.create_connection(": [
         "before reading, the put is stored: {}",
         "after reading 41 answers",
         "{'late.put': [(1, 1.0)]}",
+    ],
+    "print(inspect.getsource(server_module._Pump._run))": ["call_later(0, self._run)"],
+    "def what_runs_first(": [  # a due timer runs after the sockets, call_soon before them
+        "call_soon      ['the next run', 'the request is read']",
+        "call_later(0)  ['the request is read', 'the next run']",
     ],
     "by_fast = answers_to(": ["same bytes: True"],
     "serve_in_background(max_connections=3)": [
@@ -102,6 +118,13 @@ def test_the_cell_prints_what_the_prose_describes(executed, cell):
     assert missing == [], f"printed:\n{printed}"
 
 
+def test_a_big_answer_is_cut_at_a_floor_not_a_ceiling(executed):
+    printed = _printed(executed, "first = session.data_to_send(20_000)")
+    given = re.search(r"data_to_send\(20_000\) gave (\d+) bytes", printed)
+    assert given is not None, printed
+    assert int(given[1]) >= 20_000, "the prose says the limit is a floor"
+
+
 def test_flow_control_bounds_what_a_peer_that_does_not_read_holds(executed):
     printed = _printed(executed, "greedy = socket.create_connection(")
     over = re.search(r"the high-water mark \+ (-?\d+)", printed)
@@ -116,7 +139,9 @@ def test_fair_turns_experiment_stops_its_servers_and_prints_three_cases(executed
     assert "server without the budget stopped, exit code 0" in printed
     for case in ("alone", "beside 8 heavy readers", "beside 8 heavy readers, no budget"):
         assert re.search(
-            rf"^{re.escape(case)} +median +[\d.]+ ms +worst +[\d.]+ ms$", printed, re.M
+            rf"^{re.escape(case)} +first +[\d.]+ ms +median +[\d.]+ ms +worst +[\d.]+ ms$",
+            printed,
+            re.M,
         )
     assert "the worst round trip without the budget was" in printed
 
