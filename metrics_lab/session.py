@@ -94,8 +94,9 @@ ANSWER_BATCH: Final = 256 * 1024
 unless told otherwise."""
 
 ANSWER_PIECE: Final = 16 * 1024
-"""About how many bytes a server asks :meth:`ServerSession.data_to_send` for at a time while
-a big answer goes out (a few hundred points, well under a millisecond of work)."""
+"""About how many bytes a server asks :meth:`ServerSession.data_to_send` for when it answers
+what a peer just sent (a few hundred points, well under a millisecond of work); more than that
+goes out in the server's turns for long answers."""
 
 MAX_QUEUED_ANSWERS: Final = 1024
 """How many answers a session keeps queued before it holds back requests (and its server
