@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import itertools
 import tempfile
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -18,9 +19,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metrics_lab import MemoryStore, Storage
+from metrics_lab import MemoryStore, Storage, storage
 from metrics_lab.sqlite_store import SQLiteStore
-from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Series, StoreFailure, whole_series
+from metrics_lab.storage import (
+    INT64_TYPECODE,
+    SNAPSHOT_PIECE,
+    PointBatch,
+    Series,
+    StoreFailure,
+    whole_series,
+)
 from tests.pg_cluster import new_database
 
 StoreFactory = Callable[[], Storage]
@@ -243,6 +251,44 @@ def test_memory_store_counts_points_once_per_timestamp() -> None:
     store.put_many([("a", 1.0, 1), ("a", 2.0, 1), ("b", 1.0, 1), ("a", 1.0, 0), ("a", 3.0, 0)])
     assert len(store) == 3
     assert store.key_count() == 2
+
+
+def test_memory_store_sorts_a_key_when_its_pieces_are_taken_once_for_every_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A snapshot that sorted every key at once held the server's loop for a second over a
+    # million points out of order (benchmarks.run's readers): the sort is counted, not timed.
+    sorts: list[int] = []
+
+    def counted(points: bytearray) -> bytearray:
+        sorts.append(len(points))
+        return sorted_points(points)
+
+    sorted_points = storage._sorted_points
+    monkeypatch.setattr(storage, "_sorted_points", counted)
+    store = MemoryStore()
+    store.put_many([("a", 1.0, 2), ("a", 2.0, 1), ("b", 1.0, 2), ("b", 2.0, 1), ("c", 1.0, 1)])
+    snapshots = [store.snapshot() for _ in range(3)]
+    assert sorts == []
+    assert next(snapshots[0]) == Series("a", array(INT64_TYPECODE, [1, 2]), array("d", [2.0, 1.0]))
+    assert len(sorts) == 1  # "a" alone
+    expected = [("a", [1, 2], [2.0, 1.0]), ("b", [1, 2], [2.0, 1.0]), ("c", [1], [1.0])]
+    assert [as_rows(whole_series(snapshot)) for snapshot in snapshots[1:]] == 2 * [expected]
+    assert [rows(store) for _ in range(2)] == 2 * [expected]
+    assert len(sorts) == 2  # the store kept both keys sorted
+
+
+def test_memory_store_snapshot_of_an_unsorted_key_sees_only_its_own_points() -> None:
+    store = MemoryStore()
+    store.put_many([("k", 1.0, 5), ("k", 2.0, 3)])
+    before = store.snapshot("k")
+    store.put_many([("k", 3.0, 4), ("k", 4.0, 5), ("k", 5.0, 9)])  # older, rewrite, newer
+    between = store.snapshot("k")
+    assert rows(store, "k") == [("k", [3, 4, 5, 9], [2.0, 3.0, 4.0, 5.0])]  # sorted, kept
+    store.put_many([("k", 6.0, 9), ("k", 7.0, 1)])  # a rewrite in place, then out of order
+    assert as_rows(whole_series(before)) == [("k", [3, 5], [2.0, 1.0])]
+    assert as_rows(whole_series(between)) == [("k", [3, 4, 5, 9], [2.0, 3.0, 4.0, 5.0])]
+    assert rows(store, "k") == [("k", [1, 3, 4, 5, 9], [7.0, 2.0, 3.0, 4.0, 6.0])]
 
 
 keys = st.sampled_from(["cpu", "mem", "a.b", "zz", "ключ"])
