@@ -258,11 +258,7 @@ def _split(points: bytes | bytearray) -> tuple[array[int], array[float]]:
     """Packed points as their timestamps and their values."""
     # Both arrays read every 8 bytes; the timestamps are every other one from the first,
     # the values every other one from the second. (Strided slices are copied in C.)
-    as_timestamps = array(INT64_TYPECODE)
-    as_timestamps.frombytes(points)
-    as_values = array("d")
-    as_values.frombytes(points)
-    return as_timestamps[0::2], as_values[1::2]
+    return array(INT64_TYPECODE, points)[0::2], array("d", points)[1::2]
 
 
 def _packed(timestamps: array[int], values: array[float]) -> bytearray:
