@@ -26,6 +26,7 @@ from metrics_lab.storage import (
     SNAPSHOT_PIECE,
     PointBatch,
     Series,
+    Snapshot,
     StoreFailure,
     whole_series,
 )
@@ -328,6 +329,41 @@ def test_every_store_matches_a_dict_model(
                 assert earlier() == expected_earlier
         finally:
             store.close()
+
+
+# A step: a batch of puts, a new snapshot of every key (None), or a piece taken off the
+# open snapshot with that number (modulo how many are open).
+steps = st.lists(
+    st.lists(st.tuples(keys, values, st.integers(-3, 3)), max_size=8) | st.none() | st.integers(),
+    max_size=16,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=steps)
+def test_memory_store_snapshots_read_bit_by_bit_see_the_moment_they_were_taken(
+    steps: list[list[tuple[str, float, int]] | int | None],
+) -> None:
+    # Out-of-order keys are sorted as the pieces are taken, shared by the snapshots taken
+    # meanwhile, and kept by the store if unchanged: every interleaving must read as a model.
+    store = MemoryStore()
+    model: dict[str, dict[int, float]] = {}
+    opened: list[tuple[Snapshot, list[Series | Future[None]], list[Row]]] = []
+    for step in steps:
+        if step is None:
+            opened.append((store.snapshot(), [], _model_rows(model, None)))
+        elif isinstance(step, int):
+            if opened:
+                pieces, taken, _ = opened[step % len(opened)]
+                taken.extend(itertools.islice(pieces, 1))
+        else:
+            store.put_many(step)
+            for name, value, timestamp in step:
+                model.setdefault(name, {})[timestamp] = value
+    for pieces, taken, expected in opened:
+        assert as_rows(whole_series(itertools.chain(taken, pieces))) == expected
+    assert rows(store) == _model_rows(model, None)
+    assert len(store) == sum(map(len, model.values()))
 
 
 @st.composite
