@@ -27,6 +27,7 @@ And ``close()`` releases the store's files or connections. For scripts and tests
 from __future__ import annotations
 
 import struct
+import threading
 from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Hashable, Iterable, Iterator, Sequence
@@ -257,11 +258,7 @@ def _split(points: bytes | bytearray) -> tuple[array[int], array[float]]:
     """Packed points as their timestamps and their values."""
     # Both arrays read every 8 bytes; the timestamps are every other one from the first,
     # the values every other one from the second. (Strided slices are copied in C.)
-    as_timestamps = array(INT64_TYPECODE)
-    as_timestamps.frombytes(points)
-    as_values = array("d")
-    as_values.frombytes(points)
-    return as_timestamps[0::2], as_values[1::2]
+    return array(INT64_TYPECODE, points)[0::2], array("d", points)[1::2]
 
 
 def _packed(timestamps: array[int], values: array[float]) -> bytearray:
@@ -290,14 +287,25 @@ def _sorted_points(points: bytearray) -> bytearray:
 _Frozen = tuple[str, bytearray, int, float]
 
 
-def _pieces(frozen: list[_Frozen]) -> Snapshot:
-    for key, points, count, last_value in frozen:
-        for start in range(0, count, SNAPSHOT_PIECE):
-            end = min(start + SNAPSHOT_PIECE, count)
-            timestamps, values = _split(points[start * _POINT.size : end * _POINT.size])
-            if end == count:
-                values[-1] = last_value
-            yield Series(key, timestamps, values)
+def _freeze(key: str, points: bytearray) -> _Frozen:
+    """Sorted points of ``key`` as a snapshot sees them: see :data:`_Frozen`."""
+    last_value = _POINT.unpack_from(points, len(points) - _POINT.size)[1]
+    return key, points, len(points) // _POINT.size, last_value
+
+
+class _Unsorted:
+    """An unsorted key's points as the snapshots taken since it last changed see them: the
+    first ``count`` of ``points``. They never change in place (a write to an unsorted key
+    appends; its bytearray is only ever replaced whole), so a snapshot fixes them without
+    sorting, and the first snapshot whose pieces reach them sorts them for all the others."""
+
+    __slots__ = ("count", "key", "points", "settled")
+
+    def __init__(self, key: str, points: bytearray) -> None:
+        self.key = key
+        self.points = points
+        self.count = len(points) // _POINT.size
+        self.settled: _Frozen | None = None  # sorted, once a snapshot's pieces reached them
 
 
 class MemoryStore(Storage):
@@ -306,18 +314,23 @@ class MemoryStore(Storage):
     Each key's points are packed into one bytearray, 16 bytes a point (timestamp, value),
     where dicts of floats take about 100. Points are appended as they come. While timestamps
     arrive in ascending order (the usual case for metrics) a key's points stay sorted and
-    unique at no cost; an older point puts the key in the unsorted set, and the next read
-    sorts it once, into a new bytearray, keeping the last write per timestamp. So a key's
-    bytearray only ever grows at the end, or is replaced whole, except for one case: a
-    rewrite of the newest point changes the last value in place.
+    unique at no cost; an older point puts the key in the unsorted set. A snapshot does not
+    sort: it fixes how many points it sees, and the key is sorted when its pieces are first
+    taken, into a new bytearray, keeping the last write per timestamp, once for every snapshot
+    taken meanwhile (so a ``get *`` sorts one key at a time, between other clients' requests).
+    The store keeps the sorted points if the key has not changed since. So a key's bytearray
+    only ever grows at the end, or is replaced whole, except for one case: a rewrite of the
+    newest point of a sorted key changes the last value in place.
 
     Why bytearrays in dicts, and not arrays in an object per key: the garbage collector
     tracks neither bytearrays nor dicts that hold only them (or numbers) under strings. With
     a million keys in objects, a full collection (which visits every tracked object) took
-    0.3 s while every client waited; this way the keys cost it nothing.
+    0.3 s while every client waited; this way the keys cost it nothing. (An unsorted key's
+    view, an object, lives from a snapshot until the key is sorted.)
 
-    Not thread-safe by itself: the server calls it from its event loop only. (A durable
-    store that holds one guards it with a lock of its own.)
+    Not thread-safe by itself: the server calls it from its event loop only. A durable store
+    that writes to one from another thread holds :attr:`lock` around every call but the
+    taking of pieces, which holds it itself for the one change it makes.
     """
 
     def __init__(self) -> None:
@@ -325,6 +338,9 @@ class MemoryStore(Storage):
         self._newest: dict[str, int] = {}  # each key's largest timestamp
         self._unsorted: set[str] = set()  # keys whose points are out of order
         self._sorted_keys: tuple[str, ...] | None = ()  # every key, sorted; None once one is new
+        self._views: dict[str, _Unsorted] = {}  # unsorted keys' latest views, not sorted yet
+        self.lock = threading.RLock()
+        """Held while a snapshot's sorted points replace a key's (see :class:`MemoryStore`)."""
 
     def write(self, batch: PointBatch) -> Future[None]:
         """Store the points at once and return :data:`STORED`; see :class:`Storage`.
@@ -411,7 +427,7 @@ class MemoryStore(Storage):
         """``key``'s series, or every series by ascending key, as of now; see :class:`Storage`.
 
         Taking it costs a few operations per key; the points are copied a piece at a time,
-        as the pieces are taken.
+        as the pieces are taken, and a key whose points came out of order is sorted then.
         """
         if key is None:
             if self._sorted_keys is None:
@@ -420,12 +436,13 @@ class MemoryStore(Storage):
             keys: Sequence[str] = self._sorted_keys
         else:
             keys = (key,) if key in self._newest else ()
-        return _pieces([self._frozen(name) for name in keys])
+        return self._pieces([self._frozen(name) for name in keys])
 
     def restore(self, key: str, timestamps: array[int], values: array[float]) -> None:
         """Set ``key``'s points to these, which must be sorted and unique already (a durable
         store loading its saved copy)."""
         self._unsorted.discard(key)
+        self._views.pop(key, None)
         if key not in self._newest:
             self._sorted_keys = None
         if not timestamps:
@@ -437,21 +454,44 @@ class MemoryStore(Storage):
 
     def __len__(self) -> int:
         """The number of stored points (one per key and timestamp)."""
-        return sum(len(self._settled(key)) for key in self._points) // _POINT.size
+        return sum(self._settled(self._frozen(key))[2] for key in self._points)
 
-    def _frozen(self, key: str) -> _Frozen:
-        """``key``'s points as a snapshot sees them: see :data:`_Frozen`."""
-        points = self._settled(key)
-        last_value = _POINT.unpack_from(points, len(points) - _POINT.size)[1]
-        return key, points, len(points) // _POINT.size, last_value
-
-    def _settled(self, key: str) -> bytearray:
-        """``key``'s points, sorted first if one came out of order."""
+    def _frozen(self, key: str) -> _Frozen | _Unsorted:
+        """``key``'s points as a snapshot sees them, sorted or not yet."""
+        points = self._points[key]
         if key not in self._unsorted:
-            return self._points[key]
-        self._unsorted.discard(key)
-        points = self._points[key] = _sorted_points(self._points[key])
-        return points
+            return _freeze(key, points)
+        view = self._views.get(key)
+        if view is None or view.count != len(points) // _POINT.size:  # none, or appended to
+            view = self._views[key] = _Unsorted(key, points)
+        return view
+
+    def _settled(self, view: _Frozen | _Unsorted) -> _Frozen:
+        """A key's points as a snapshot sees them, sorted. An unsorted view is sorted once for
+        every snapshot that shares it, and the store keeps the result if the key has not
+        changed since, so that later snapshots need not sort it again."""
+        if not isinstance(view, _Unsorted):
+            return view
+        if view.settled is None:
+            points = _sorted_points(view.points[: view.count * _POINT.size])
+            view.settled = _freeze(view.key, points)
+            with self.lock:  # a durable store may be writing from another thread
+                if self._views.get(view.key) is view:  # the key's bytearray is view.points
+                    del self._views[view.key]
+                    if len(view.points) == view.count * _POINT.size:  # not written to since
+                        self._points[view.key] = points
+                        self._unsorted.discard(view.key)
+        return view.settled
+
+    def _pieces(self, frozen: list[_Frozen | _Unsorted]) -> Snapshot:
+        for view in frozen:
+            key, points, count, last_value = self._settled(view)
+            for start in range(0, count, SNAPSHOT_PIECE):
+                end = min(start + SNAPSHOT_PIECE, count)
+                timestamps, values = _split(points[start * _POINT.size : end * _POINT.size])
+                if end == count:
+                    values[-1] = last_value
+                yield Series(key, timestamps, values)
 
     def key_count(self) -> int:
         """How many keys have points."""

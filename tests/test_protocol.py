@@ -176,6 +176,26 @@ def test_an_over_long_line_stops_the_reader_after_the_lines_before_it() -> None:
     assert reader.receive_data(b"get c\n") == []
 
 
+@given(
+    st.lists(st.integers(0, 40), min_size=1, max_size=30),
+    st.integers(0, 30),
+    st.integers(0, 39),
+)
+def test_a_block_is_cut_at_its_first_over_long_line_exactly(
+    lengths: list[int], max_line: int, seed: int
+) -> None:
+    # Whole lines around the limit in one chunk, so that receive_block's check of a big block
+    # (a find per window, not a split) meets every offset of a long line against its windows.
+    lines = [bytes(b"abcdefghij"[(seed + i) % 10] for i in range(n)) for n in lengths]
+    too_long = [index for index, line in enumerate(lines) if len(line) > max_line]
+    kept = lines[: too_long[0]] if too_long else lines
+    reader = LineReader(max_line)
+    assert reader.receive_block(b"".join(line + b"\n" for line in lines)) == b"".join(
+        line + b"\n" for line in kept
+    )
+    assert reader.too_long == bool(too_long)
+
+
 def test_an_over_long_unfinished_line_is_dropped_as_it_grows() -> None:
     reader = LineReader()
     for _ in range(DEFAULT_MAX_LINE // 4096):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 
@@ -18,7 +17,7 @@ class CommittedPoints:
 
     def __init__(self, memory: MemoryStore) -> None:
         self._memory = memory
-        self._lock = threading.Lock()
+        self._lock = memory.lock  # the memory store takes it too, to keep a key it sorted
 
     def add(self, batch: PointBatch) -> Future[None]:
         """Store points that are committed (the worker's call); see :meth:`MemoryStore.write`."""
