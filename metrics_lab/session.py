@@ -310,9 +310,11 @@ class ServerSession:
     def _run_get(self, key: str | None) -> bytes | None:
         """Take a get's snapshot now; return its answer if it is finished already.
 
-        Most answers are one piece of the snapshot, or none: those are encoded at once. A
-        bigger one, or one from a store that makes us wait, is queued here and goes out a
-        piece at a time as :meth:`data_to_send` takes it (see :func:`_get_answer`).
+        Most answers are one piece of the snapshot, or none: those are encoded at once, if
+        no other answer is ready yet. Any other is queued here and goes out a piece at a time
+        as :meth:`data_to_send` takes it (see :func:`_get_answer`), so the waiting rules
+        bound it: a peer that pipelines thousands of small gets without reading gets them
+        encoded as it reads, not all in one go.
         """
         try:
             snapshot = self.store.snapshot(key)
@@ -323,10 +325,11 @@ class ServerSession:
             return STORE_ERROR_ANSWER
         if isinstance(first, Future):  # a store that reads in a thread of its own
             pieces: Snapshot = chain((first,), snapshot)
-        elif first is None or second is None:  # one piece or none, as most gets
+        elif (first is None or second is None) and not self._ready:  # as most gets
             return encode_points_answer([] if first is None else [first])
         else:
-            pieces = chain((first, second), snapshot)
+            taken = [piece for piece in (first, second) if piece is not None]  # 0 to 2 pieces
+            pieces = chain(taken, snapshot)
         backlog = self._made_backlog()
         if isinstance(first, Future) and not first.done():
             backlog.unfixed_snapshot = first  # done once the store has fixed the view

@@ -16,15 +16,25 @@ from metrics_lab.session import ANSWER_BATCH
 from tests.conftest import TIMEOUT
 
 
-def test_pipelined_gets_without_reading_keep_server_output_bounded() -> None:
+@pytest.mark.parametrize(
+    ("key", "points"),
+    [
+        ("*", [(f"key{i % 50}", i * 0.5, i) for i in range(2000)]),  # many pieces a get
+        ("k", [("k", i * 0.5, i) for i in range(1000)]),  # one piece a get: answered at once
+    ],
+    ids=["get * of 50 keys", "get of one key"],
+)
+def test_pipelined_gets_without_reading_keep_server_output_bounded(
+    key: str, points: list[tuple[str, float, int]]
+) -> None:
     requests = 3000
     with serve_in_background() as server:
-        server.store.put_many([(f"key{i % 50}", i * 0.5, i) for i in range(2000)])
-        answer_size = len(b"".join(f"key{i % 50} {i * 0.5!r} {i}\n".encode() for i in range(2000)))
-        total = requests * (answer_size + 4)  # ~150 MB if the server answered everything at once
+        server.store.put_many(points)
+        answer_size = len(b"".join(f"{k} {v!r} {t}\n".encode() for k, v, t in points))
+        total = requests * (answer_size + 4)  # 60-150 MB if the server answered all at once
         with socket.create_connection(server.address, timeout=20) as sock:
             # 18 KB of requests: it fits in the socket buffers, so this returns at once.
-            sock.sendall(b"get *\n" * requests)
+            sock.sendall(f"get {key}\n".encode() * requests)
             received = 0
             largest_buffer = 0
             while received < total:

@@ -136,6 +136,21 @@ def test_answers_queued_behind_an_unread_big_answer_are_bounded() -> None:
     assert session.wants_data
 
 
+def test_small_gets_pipelined_without_reading_are_encoded_as_the_peer_reads() -> None:
+    # A get of one piece is encoded at once, but only while no other answer is ready: 200 of
+    # them sent at once were once encoded together, 3.4 MB for a peer that had read nothing.
+    store = MemoryStore()
+    store.put_many([("k", 1.0, 1_700_000_000 + t) for t in range(SNAPSHOT_PIECE)])
+    session = ServerSession(store)
+    session.receive_data(b"get k\n" * 200)
+    assert not session.wants_data  # the rest are held back: the server stops reading
+    lines = b"".join(b"k 1.0 %d\n" % (1_700_000_000 + t) for t in range(SNAPSHOT_PIECE))
+    answer = b"ok\n" + lines + b"\n"
+    first = session.data_to_send(ANSWER_PIECE)
+    assert len(first) <= 2 * len(answer)  # the one encoded at once, and the next one's
+    assert first + drain(session) == 200 * answer
+
+
 def test_a_failed_commit_answers_store_error_for_each_put_and_nothing_else() -> None:
     store = LaterStore()
     session = ServerSession(store)
