@@ -51,7 +51,7 @@ from metrics_lab.fastpath import FastParser
 from metrics_lab.graphite import GraphiteIngest
 from metrics_lab.logs import nonblocking_logging
 from metrics_lab.protocol import DEFAULT_MAX_LINE, SimpleParser
-from metrics_lab.session import ANSWER_BATCH, ANSWER_PIECE, ServerSession, Session
+from metrics_lab.session import ANSWER_PIECE, ServerSession, Session
 from metrics_lab.storage import MemoryStore, Storage
 
 __all__ = [
@@ -76,8 +76,9 @@ DEFAULT_LINE_TIMEOUT = 30.0
 """Seconds a connection may hold an unfinished request line without completing any line;
 then it is closed (a peer trickling bytes that never end a line cannot hold a slot)."""
 
-WRITE_BUFFER_HIGH: Final = 4 * ANSWER_BATCH
-"""Bytes of answers a connection buffers before it waits for the peer to read (flow control)."""
+WRITE_BUFFER_HIGH: Final = 1024 * 1024
+"""Bytes of answers a connection buffers before it waits for the peer to read (flow control):
+room for several pieces of a long answer, so the next is encoded while the system sends."""
 
 PUMP_PIECE: Final = 2 * ANSWER_PIECE
 """Bytes of a big answer written in one of its turns (few system calls, under a millisecond)."""
@@ -202,6 +203,7 @@ class _Pump:
             # A timer due now, not call_soon: asyncio runs the callbacks queued with call_soon
             # before those of the sockets that became ready meanwhile, and due timers after
             # them, so the requests that came during a run are served before the next run.
+            # (uvloop makes call_later(0) a call_soon, but runs those after polling sockets.)
             asyncio.get_running_loop().call_later(0, self._run)
 
     def _run(self) -> None:
@@ -412,10 +414,10 @@ class _Connection(asyncio.Protocol):
             self.last_sign_of_life = next(_SIGNS_OF_LIFE)  # the peer took all we wrote
         try:
             more = self._write_answers(PUMP_PIECE)
-        except Exception:
+            self._settle()
+        except Exception:  # inside: an exception out of a turn would stop the pump for all
             self._store_failed()
             return False
-        self._settle()
         return more
 
     def _write_answers(self, limit: int) -> bool:
@@ -548,8 +550,9 @@ class MetricsServer:
       want).
 
     The limits are attributes of the same names, kept there only: one changed on a running
-    server applies from then on (``max_line`` to the main port's connections that come
-    after it).
+    server applies from then on, except ``max_line`` and turning ``idle_timeout`` on, which
+    apply to the main port's connections that come after the change (a Graphite port keeps
+    the ``max_line`` it started with).
 
     ``graphite_port`` (off with ``None``, the default) also accepts Graphite's plaintext
     protocol on that port of the same host, into the same store, under the same limits (its

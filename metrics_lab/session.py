@@ -90,17 +90,18 @@ _UNSTORED = LogSummary(
 )
 
 ANSWER_BATCH: Final = 256 * 1024
-"""About how many bytes :meth:`ServerSession.data_to_send` returns at most in one call,
-unless told otherwise."""
+"""How many bytes :meth:`ServerSession.data_to_send` aims at in one call, unless told
+otherwise (see there for how far past it one call may go)."""
 
 ANSWER_PIECE: Final = 16 * 1024
 """About how many bytes a server asks :meth:`ServerSession.data_to_send` for when it answers
-what a peer just sent (a few hundred points, well under a millisecond of work); more than that
-goes out in the server's turns for long answers."""
+what a peer just sent (about a store's piece of a get's answer, well under a millisecond of
+work); more than that goes out in the server's turns for long answers."""
 
 MAX_QUEUED_ANSWERS: Final = 1024
-"""How many answers a session keeps queued before it holds back requests (and its server
-stops reading from the peer) until the peer takes some."""
+"""How many answers a session keeps queued behind one still in the making (a long get's, or
+puts a durable store has not committed) before it holds back requests (and its server stops
+reading from the peer) until the peer, or the store, takes some."""
 
 MAX_UNSTORED_POINTS: Final = 65_536
 """How many of its points a session lets wait for the store before it holds back requests
@@ -123,7 +124,7 @@ class Session(Protocol):
         """Take bytes from the peer, cut anywhere; ``b""`` means the peer sends no more."""
 
     def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
-        """The answers that are ready, at most about ``limit`` bytes; ``b""`` for none."""
+        """The answers that are ready, about ``limit`` bytes of them; ``b""`` for none."""
 
     def run_held_requests(self) -> bool:
         """Run the held-back requests that may run now; say whether any ran."""
@@ -194,7 +195,11 @@ class ServerSession:
             self._run(item)
 
     def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
-        """The answers that are ready, in order: at most about ``limit`` bytes of them.
+        """The answers that are ready, in order: about ``limit`` bytes of them.
+
+        ``limit`` is where it stops taking more, not a ceiling: the answers finished when
+        their requests ran all go out, then whole pieces of the answers in the making until
+        ``limit`` is reached (so one call may go past it by a piece).
 
         ``b""`` means nothing is ready: everything is sent, the next answer waits for the
         store (see :attr:`waiting_for`), or requests are held back (see

@@ -10,7 +10,8 @@ dropped in without touching the server:
   for a disk.
 - ``snapshot(key)`` returns what ``get`` reads, fixed as of the call: ``key``'s points, or
   every key's for ``None``, as :class:`Series` pieces in key then timestamp order, to iterate
-  a piece at a time. A store whose data must travel from elsewhere may yield a ``Future``
+  a piece at a time, each at most :data:`SNAPSHOT_PIECE` points (the session encodes a piece
+  in one go). A store whose data must travel from elsewhere may yield a ``Future``
   instead of a piece: "not ready yet, come back when this is done". Such a store may fix its
   view a little after the call: then it yields a future first, done once the view is fixed,
   and the session holds back the requests after a get until then.
@@ -60,8 +61,8 @@ class PointBatch:
     """Points in the order they were put, as three columns: ``keys[i]``, ``timestamps[i]``,
     ``values[i]`` make point ``i``. The one shape a point has from parser to store, in the
     storage side's one column order: key, timestamp, value, as in :class:`Series` and
-    :data:`GetResult`. (Only the wire and ``Client.put`` say ``key value timestamp``, as the
-    course's protocol does; :meth:`of` takes points in that order.)
+    :data:`GetResult`. (The wire and the put side of the API, ``Client.put``, ``put_many`` and
+    :meth:`of`, say ``key value timestamp``, as the course's protocol does.)
 
     Treat it as read-only. (It is not a frozen dataclass only because the server makes one
     per lone put, and a frozen dataclass takes several times longer to make.)
@@ -159,7 +160,8 @@ class Storage(ABC):
     def snapshot(self, key: str | None = None) -> Snapshot:
         """``key``'s points, or every key's for ``None``, as of this call, a piece at a time.
 
-        Pieces come in key then timestamp order; one key may span several pieces. Points
+        Pieces come in key then timestamp order, at most :data:`SNAPSHOT_PIECE` points each;
+        one key may span several pieces. Points
         written after the call are not seen, however slowly the pieces are taken. A store
         that reads in a thread of its own may instead fix the view a little later: then the
         first thing it yields is a future, done once the view is fixed, and points written
@@ -340,7 +342,8 @@ class MemoryStore(Storage):
         self._sorted_keys: tuple[str, ...] | None = ()  # every key, sorted; None once one is new
         self._views: dict[str, _Unsorted] = {}  # unsorted keys' latest views, not sorted yet
         self.lock = threading.RLock()
-        """Held while a snapshot's sorted points replace a key's (see :class:`MemoryStore`)."""
+        """Held while a snapshot's sorted points replace a key's (see :class:`MemoryStore`).
+        Reentrant: a durable store holding it may count the points, which takes it again."""
 
     def write(self, batch: PointBatch) -> Future[None]:
         """Store the points at once and return :data:`STORED`; see :class:`Storage`.
@@ -473,6 +476,8 @@ class MemoryStore(Storage):
         if not isinstance(view, _Unsorted):
             return view
         if view.settled is None:
+            # Two threads taking pieces of one view (the event loop and a durable store's
+            # compaction) may both sort it, outside the lock: equal results, one is kept.
             points = _sorted_points(view.points[: view.count * _POINT.size])
             view.settled = _freeze(view.key, points)
             with self.lock:  # a durable store may be writing from another thread

@@ -202,8 +202,8 @@ def _may_hold_a_long_line(block: bytes, max_line: int) -> bool:
     """``False`` if no line of ``block`` is longer than ``max_line`` bytes; ``True`` if one may be.
 
     A line of more than ``max_line`` bytes holds a whole window of ``max_line // 2`` bytes
-    starting at a multiple of it, with no ``\n`` in it. So one ``find`` per window, which stops
-    at the window's first ``\n``, rules out what splitting the block into lines (a bytes object
+    starting at a multiple of it, with no ``\\n`` in it. So one ``find`` per window, which stops
+    at the window's first ``\\n``, rules out what splitting the block into lines (a bytes object
     per line, about 3,000 of them in 90 KiB of puts) would.
     """
     window = max_line // 2
