@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -32,11 +31,11 @@ from metrics_lab.graphite import (
     GraphiteReader,
     parse_graphite_line,
 )
-from metrics_lab.protocol import PointBatch
 from metrics_lab.session import MAX_UNSTORED_POINTS
 from metrics_lab.sqlite_store import SQLiteStore
-from metrics_lab.storage import MemoryStore, Snapshot, Storage
+from metrics_lab.storage import MemoryStore
 from tests.conftest import TIMEOUT
+from tests.later_store import LaterStore
 from tests.serve_process import ServeProcess
 from tests.test_durable_commit import fill_to_the_last_page
 
@@ -147,29 +146,6 @@ def test_the_reader_stops_at_a_line_over_the_limit_and_keeps_what_came_before() 
 # --- the session, in memory --------------------------------------------------------------
 
 
-class PendingStore(Storage):
-    """A store that answers when the test says: every write waits for :meth:`finish`."""
-
-    def __init__(self) -> None:
-        self.pending: list[Future[None]] = []
-
-    def write(self, batch: PointBatch) -> Future[None]:
-        written: Future[None] = Future()
-        self.pending.append(written)
-        return written
-
-    def snapshot(self, key: str | None = None) -> Snapshot:
-        return iter(())
-
-    def finish(self, failure: Exception | None = None) -> None:
-        for written in self.pending:
-            if failure is None:
-                written.set_result(None)
-            else:
-                written.set_exception(failure)
-        self.pending.clear()
-
-
 def test_a_session_never_answers_and_stores_what_it_reads() -> None:
     store = MemoryStore()
     ingest = GraphiteIngest(store)
@@ -187,15 +163,15 @@ def test_a_session_never_answers_and_stores_what_it_reads() -> None:
 
 
 def test_a_session_waits_for_a_slow_store_and_counts_what_it_refuses() -> None:
-    store = PendingStore()
+    store = LaterStore()
     ingest = GraphiteIngest(store)
     session = ingest.session()
     many = b"".join(b"k%d 1 1\n" % n for n in range(MAX_UNSTORED_POINTS))
     session.receive_data(many)
     assert not session.wants_data  # the server stops reading until the store catches up
     waited = session.waiting_for
-    assert waited is store.pending[0]
-    store.finish(OSError("disk full"))
+    assert waited is store.pending[0][1]
+    store.commit(OSError("disk full"))
     assert session.data_to_send() == b""
     assert session.wants_data
     assert session.waiting_for is None
@@ -203,8 +179,8 @@ def test_a_session_waits_for_a_slow_store_and_counts_what_it_refuses() -> None:
     session.receive_data(b"k 1 1\n")
     session.receive_data(b"")
     assert not session.finished  # the peer is done, the store is not
-    assert session.waiting_for is store.pending[0]
-    store.finish()
+    assert session.waiting_for is store.pending[0][1]
+    store.commit()
     session.data_to_send()
     assert session.finished
     assert ingest.unstored.total == MAX_UNSTORED_POINTS
@@ -323,37 +299,10 @@ def test_the_port_shares_the_connection_limit_and_the_deadlines() -> None:
             assert reader.get("*") == {"whole": [(1, 1.0)]}
 
 
-class GatedStore(Storage):
-    """A store that counts the points written to it; they wait until :meth:`open` is called
-    (from the test's thread), and those written after it are stored at once."""
-
-    def __init__(self) -> None:
-        self.points = 0
-        self.waiting: list[Future[None]] = []
-        self.opened = False
-
-    def write(self, batch: PointBatch) -> Future[None]:
-        self.points += len(batch.keys)
-        written: Future[None] = Future()
-        if self.opened:
-            written.set_result(None)
-        else:
-            self.waiting.append(written)
-        return written
-
-    def snapshot(self, key: str | None = None) -> Snapshot:
-        return iter(())
-
-    def open(self) -> None:
-        self.opened = True
-        for written in self.waiting:
-            written.set_result(None)
-
-
 def test_the_port_reads_again_once_a_slow_store_catches_up() -> None:
     # With MAX_UNSTORED_POINTS of its points pending, the server stops reading from the agent;
     # when the store's future wakes it and the session wants data again, it reads on.
-    store = GatedStore()
+    store = LaterStore()
     total = 2 * MAX_UNSTORED_POINTS  # more than the server reads before it stops reading
     lines = b"".join(b"k %d %d\n" % (n, n) for n in range(total))
     with (
@@ -363,15 +312,16 @@ def test_the_port_reads_again_once_a_slow_store_catches_up() -> None:
         sender = threading.Thread(target=agent.sendall, args=(lines,))
         sender.start()
         for _ in range(1000):  # until the server has read what it may before the store answers
-            if store.points >= MAX_UNSTORED_POINTS:
+            if store.points_written >= MAX_UNSTORED_POINTS:
                 break
             time.sleep(0.01)
-        assert MAX_UNSTORED_POINTS <= store.points < total
-        store.open()  # as a durable store does, from a thread of its own
+        assert MAX_UNSTORED_POINTS <= store.points_written < total
+        store.open = True
+        store.commit()  # as a durable store does, from a thread of its own
         sender.join(TIMEOUT)
         agent.shutdown(socket.SHUT_WR)
         assert agent.recv(100) == b""  # closed: the store has answered for every point
-    assert store.points == total
+    assert store.points_written == total
 
 
 def test_points_the_store_refuses_are_counted(tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ from metrics_lab.session import (
     ServerSession,
     SimpleParser,
 )
-from metrics_lab.storage import SNAPSHOT_PIECE, PointBatch, Snapshot, StoreFailure
+from metrics_lab.storage import SNAPSHOT_PIECE, Snapshot, StoreFailure
 from tests.conftest import cut
+from tests.later_store import LaterStore
 from tests.test_server import ERROR, OK, WIRE
 
 PARSERS = {"simple": SimpleParser, "fast": FastParser}
@@ -53,30 +54,6 @@ def test_the_contract_example() -> None:
     session.receive_data(b"put a 1 2\nget a\n")
     assert session.data_to_send() == b"ok\n\nok\na 1.0 2\n\n"
     assert session.data_to_send() == b""
-
-
-class LaterStore(MemoryStore):
-    """A memory store that commits only when told to, as a durable store's thread would."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: list[tuple[PointBatch, Future[None]]] = []
-        self.fail_next = False
-
-    def write(self, batch: PointBatch) -> Future[None]:
-        written: Future[None] = Future()
-        self.pending.append((batch, written))
-        return written
-
-    def commit(self) -> None:
-        pending, self.pending = self.pending, []
-        for batch, written in pending:
-            if self.fail_next:
-                written.set_exception(StoreFailure("disk full"))
-            else:
-                super().write(batch).result()
-                written.set_result(None)
-        self.fail_next = False
 
 
 def test_ok_waits_for_the_commit_and_a_get_waits_for_earlier_puts() -> None:
@@ -155,8 +132,7 @@ def test_a_failed_commit_answers_store_error_for_each_put_and_nothing_else() -> 
     store = LaterStore()
     session = ServerSession(store)
     session.receive_data(b"put k 1 1\nput k 2 2\nbad\nget k\n")
-    store.fail_next = True
-    store.commit()
+    store.commit(StoreFailure("disk full"))
     assert drain(session) == STORE_ERROR_ANSWER * 2 + ERROR + OK
     session.receive_data(b"put k 3 3\n")
     store.commit()  # space is back
