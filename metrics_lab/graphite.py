@@ -42,7 +42,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ from metrics_lab.protocol import (
     WrongCommandError,
     parse_key,
 )
-from metrics_lab.session import ANSWER_BATCH, MAX_UNSTORED_POINTS
+from metrics_lab.session import ANSWER_BATCH, MAX_UNSTORED_POINTS, UnstoredWrites
 from metrics_lab.storage import STORED, PointBatch, Storage, one_line
 
 __all__ = [
@@ -266,8 +265,7 @@ class GraphiteSession:
     def __init__(self, ingest: GraphiteIngest) -> None:
         self._ingest = ingest
         self._reader = GraphiteReader(ingest.max_line, clock=ingest.clock)
-        self._unstored: deque[tuple[Future[None], int]] = deque()  # writes pending, points
-        self._unstored_points = 0
+        self._unstored = UnstoredWrites()
         self._ended = False
 
     def receive_data(self, data: bytes) -> None:
@@ -285,9 +283,7 @@ class GraphiteSession:
             written = self._ingest.store.write(points)
             if written is not STORED:
                 self._ingest.watch(written, len(points))
-                if not written.done():
-                    self._unstored.append((written, len(points)))
-                    self._unstored_points += len(points)
+                self._unstored.add(written, len(points))
         if self._reader.too_long:
             reason = f"a line over {self._reader.max_line} bytes; closing the connection"
             self._ingest.refuse(RefusedLine(b"", reason))
@@ -295,9 +291,7 @@ class GraphiteSession:
 
     def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
         """Always ``b""``: the plaintext protocol never answers. (It forgets finished writes.)"""
-        unstored = self._unstored
-        while unstored and unstored[0][0].done():
-            self._unstored_points -= unstored.popleft()[1]
+        self._unstored.forget_stored()
         return b""
 
     def run_held_requests(self) -> bool:
@@ -308,19 +302,19 @@ class GraphiteSession:
     def waiting_for(self) -> Future[None] | None:
         """The store's future to be woken by: the oldest pending write, while the session
         waits for it (too many points pending, or the peer is done); else ``None``."""
-        if self._unstored and (self._ended or self._unstored_points >= MAX_UNSTORED_POINTS):
-            return self._unstored[0][0]
+        if self._ended or self._unstored.points >= MAX_UNSTORED_POINTS:
+            return self._unstored.oldest
         return None
 
     @property
     def wants_data(self) -> bool:
         """Whether more bytes are welcome: the peer may send, and the store keeps up."""
-        return not self._ended and self._unstored_points < MAX_UNSTORED_POINTS
+        return not self._ended and self._unstored.points < MAX_UNSTORED_POINTS
 
     @property
     def finished(self) -> bool:
         """Whether the connection may close: the peer is done and every write is answered."""
-        return self._ended and not self._unstored
+        return self._ended and self._unstored.oldest is None
 
     @property
     def partial_line(self) -> int:

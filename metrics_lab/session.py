@@ -79,6 +79,7 @@ __all__ = [
     "ServerSession",
     "Session",
     "SimpleParser",
+    "UnstoredWrites",
 ]
 
 logger = logging.getLogger("metrics_lab.session")
@@ -248,13 +249,14 @@ class ServerSession:
             if not unfixed.done():
                 return "an earlier get's snapshot is not fixed yet"
             backlog.unfixed_snapshot = None
-        backlog.forget_stored()
+        unstored = backlog.unstored
+        unstored.forget_stored()
         if len(backlog.answers) >= MAX_QUEUED_ANSWERS:
             return "too many answers are queued (for the store, or for the peer to read them)"
-        if backlog.unstored_points >= MAX_UNSTORED_POINTS:
+        if unstored.points >= MAX_UNSTORED_POINTS:
             return "too many points wait for the store"
         if isinstance(item, GetRequest):
-            if backlog.unstored:
+            if unstored.oldest is not None:
                 return "an earlier put is not stored yet"
             if backlog.getting is not None:
                 return "the get before it is still being answered"
@@ -345,9 +347,7 @@ class ServerSession:
     def _wait_for_store(self, written: Future[None], count: int) -> None:
         """Queue the answers to ``count`` puts whose points a durable store is committing."""
         backlog = self._made_backlog()
-        if not written.done():
-            backlog.unstored.append((written, count))
-            backlog.unstored_points += count
+        backlog.unstored.add(written, count)
         backlog.answers.append(_put_answers(written, count))
 
     def _made_backlog(self) -> _Backlog:
@@ -402,7 +402,6 @@ class _Backlog:
         "held",
         "unfixed_snapshot",
         "unstored",
-        "unstored_points",
         "waiting",
     )
 
@@ -413,8 +412,7 @@ class _Backlog:
         self.waiting: Future[None] | None = None  # what the first answer waits for
         self.getting: _Answer | None = None  # a get's answer among them (one at a time)
         self.unfixed_snapshot: Future[None] | None = None  # done once a get's view is fixed
-        self.unstored: deque[tuple[Future[None], int]] = deque()  # writes, their points
-        self.unstored_points = 0  # how many points those writes hold
+        self.unstored = UnstoredWrites()
 
     @property
     def idle(self) -> bool:
@@ -425,11 +423,35 @@ class _Backlog:
         """
         return not self.answers and not self.held
 
+
+class UnstoredWrites:
+    """A connection's writes that the store has not finished yet, oldest first, and how many
+    points they hold: what a session waits for before a get, and bounds by
+    :data:`MAX_UNSTORED_POINTS`. (The Graphite port's session keeps one too.)"""
+
+    __slots__ = ("_writes", "points")
+
+    def __init__(self) -> None:
+        self._writes: deque[tuple[Future[None], int]] = deque()
+        self.points = 0
+        """How many points the writes hold."""
+
+    def add(self, written: Future[None], count: int) -> None:
+        """Count a write of ``count`` points, unless the store has finished it already."""
+        if not written.done():
+            self._writes.append((written, count))
+            self.points += count
+
     def forget_stored(self) -> None:
-        """Drop the writes the store has finished, oldest first, from the pending ones."""
-        unstored = self.unstored
-        while unstored and unstored[0][0].done():
-            self.unstored_points -= unstored.popleft()[1]
+        """Drop the writes the store has finished, oldest first."""
+        writes = self._writes
+        while writes and writes[0][0].done():
+            self.points -= writes.popleft()[1]
+
+    @property
+    def oldest(self) -> Future[None] | None:
+        """The oldest write not known to be finished (call :meth:`forget_stored` first)."""
+        return self._writes[0][0] if self._writes else None
 
 
 def _put_answers(written: Future[None], count: int) -> _Answer:
