@@ -65,6 +65,8 @@ class Readers:
         try:
             self._executor.submit(self._fill, stream, key)
         except RuntimeError as exc:  # shut down meanwhile
+            with self._lock:
+                self._streams.discard(stream)
             raise StoreFailure("the store is closed") from exc
         return stream.pieces()
 
