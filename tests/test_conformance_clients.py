@@ -167,7 +167,10 @@ def test_cli_check_client(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0
     assert "checks passed" in capsys.readouterr().out
     assert main(["check-client", "no_such_module_here:Client"]) == 1
-    assert "cannot import" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(
+        "metrics-lab: cannot import 'no_such_module_here': No module named "
+        "'no_such_module_here' (run this in the folder of no_such_module_here.py, or give its path)"
+    )
 
 
 @pytest.mark.parametrize(
