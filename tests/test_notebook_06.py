@@ -124,15 +124,18 @@ class StrictServer(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
-        *lines, self.buffer = (self.buffer + data).split(b"\\n")
-        for line in lines:
+        self.buffer += data
+        while b"\\n" in self.buffer:
+            line, _, self.buffer = self.buffer.partition(b"\\n")
             if len(line) > MAX_LINE:
                 break
             if line.strip():
                 self.transport.write(self.answer(line))
-        if len(self.buffer) > MAX_LINE or any(len(line) > MAX_LINE for line in lines):
-            self.transport.write(b"error\\nwrong command\\n\\n")
-            self.transport.close()
+        else:  # no line too long so far: only the unfinished rest may be
+            if len(self.buffer) <= MAX_LINE:
+                return
+        self.transport.write(b"error\\nwrong command\\n\\n")
+        self.transport.close()
 
     def answer(self, line):
         try:
