@@ -131,6 +131,9 @@ def test_flow_control_bounds_what_a_peer_that_does_not_read_holds(executed):
     assert over is not None, printed
     # One write of a turn may pass the mark: a piece and the lines of one encoding step.
     assert int(over[1]) < PUMP_PIECE + 64 * 1024, "flow control stops writing past the mark"
+    # The prose points at this line for what the buffer held once the client read.
+    refilled = r"after the reading client emptied the buffer: \d+ \(\d+% of the high-water mark\)"
+    assert re.search(refilled, printed), printed
 
 
 def test_fair_turns_experiment_stops_its_servers_and_prints_three_cases(executed):
@@ -139,7 +142,8 @@ def test_fair_turns_experiment_stops_its_servers_and_prints_three_cases(executed
     assert "server without the budget stopped, exit code 0" in printed
     for case in ("alone", "beside 8 heavy readers", "beside 8 heavy readers, no budget"):
         assert re.search(
-            rf"^{re.escape(case)} +first +[\d.]+ ms +median +[\d.]+ ms +worst +[\d.]+ ms$",
+            rf"^{re.escape(case)} +first +[\d.]+ ms +median +[\d.]+ ms +worst +[\d.]+ ms "
+            r"\(round trip \d+\)$",
             printed,
             re.M,
         )
