@@ -177,7 +177,7 @@ def test_a_learners_module_level_helpers_go_into_the_program_and_a_dead_start_is
     notebook.cells = [
         cell("from metrics_lab.conformance import check_protocol"),
         nbformat.v4.new_code_cell(LEARNER_SERVER),
-        cell("import dis"),
+        cell("import tempfile"),
         cell("%%writefile -a {server_file}"),
         start_program,
         nbformat.v4.new_code_cell('server_file.write_text("import no_such_module\\n")'),
