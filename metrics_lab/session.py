@@ -328,15 +328,12 @@ class ServerSession:
             first = next(snapshot, None)
             second = next(snapshot, None) if isinstance(first, Series) else None
         except Exception as exc:
-            logger.warning("the store failed to read %r: %s", key, exc)
-            return STORE_ERROR_ANSWER
-        if isinstance(first, Future):  # a store that reads in a thread of its own
-            pieces: Snapshot = chain((first,), snapshot)
-        elif (first is None or second is None) and not self._ready:  # as most gets
+            return _unreadable(key, exc)
+        # One piece or none, from a store that needs no waiting (as most gets): done now.
+        if not isinstance(first, Future) and second is None and not self._ready:
             return encode_points_answer([] if first is None else [first])
-        else:
-            taken = [piece for piece in (first, second) if piece is not None]  # 0 to 2 pieces
-            pieces = chain(taken, snapshot)
+        taken = [piece for piece in (first, second) if piece is not None]  # 0 to 2 pieces
+        pieces = chain(taken, snapshot)
         backlog = self._made_backlog()
         if isinstance(first, Future) and not first.done():
             backlog.unfixed_snapshot = first  # done once the store has fixed the view
@@ -466,6 +463,12 @@ def _put_answers(written: Future[None], count: int) -> _Answer:
         yield STORE_ERROR_ANSWER * count
 
 
+def _unreadable(key: str | None, failure: Exception) -> bytes:
+    """The answer to a get whose store failed before its first byte went out, logged."""
+    logger.warning("the store failed to read %r: %s", key, failure)
+    return STORE_ERROR_ANSWER
+
+
 def _get_answer(key: str | None, pieces: Snapshot) -> _Answer:
     """A big get's answer, encoded one piece of its snapshot at a time.
 
@@ -485,7 +488,6 @@ def _get_answer(key: str | None, pieces: Snapshot) -> _Answer:
     except Exception as exc:
         if not status:
             raise
-        logger.warning("the store failed to read %r: %s", key, exc)
-        yield STORE_ERROR_ANSWER
+        yield _unreadable(key, exc)
         return
     yield status + b"\n"
