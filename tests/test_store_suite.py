@@ -331,10 +331,13 @@ def test_every_store_matches_a_dict_model(
             store.close()
 
 
-# A step: a batch of puts, a new snapshot of every key (None), or a piece taken off the
-# open snapshot with that number (modulo how many are open).
+# A step: a batch of puts, a new snapshot of every key (None) or of one key (its name), or a
+# piece taken off the open snapshot with that number (modulo how many are open).
 steps = st.lists(
-    st.lists(st.tuples(keys, values, st.integers(-3, 3)), max_size=8) | st.none() | st.integers(),
+    st.lists(st.tuples(keys, values, st.integers(-3, 3)), max_size=8)
+    | st.none()
+    | keys
+    | st.integers(),
     max_size=16,
 )
 
@@ -342,16 +345,17 @@ steps = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(steps=steps)
 def test_memory_store_snapshots_read_bit_by_bit_see_the_moment_they_were_taken(
-    steps: list[list[tuple[str, float, int]] | int | None],
+    steps: list[list[tuple[str, float, int]] | str | int | None],
 ) -> None:
     # Out-of-order keys are sorted as the pieces are taken, shared by the snapshots taken
-    # meanwhile, and kept by the store if unchanged: every interleaving must read as a model.
+    # meanwhile, and kept by the store if unchanged; a small sorted key is copied at once:
+    # every interleaving must read as a model.
     store = MemoryStore()
     model: dict[str, dict[int, float]] = {}
     opened: list[tuple[Snapshot, list[Series | Future[None]], list[Row]]] = []
     for step in steps:
-        if step is None:
-            opened.append((store.snapshot(), [], _model_rows(model, None)))
+        if step is None or isinstance(step, str):
+            opened.append((store.snapshot(step), [], _model_rows(model, step)))
         elif isinstance(step, int):
             if opened:
                 pieces, taken, _ = opened[step % len(opened)]
