@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from itertools import starmap
 
 from metrics_lab.protocol.wire_format import (
     ALL_KEYS,
@@ -90,13 +91,11 @@ class SimpleParser:
         """The requests in ``block`` (whole lines, each ended by ``\\n``), blank lines left out."""
         items: list[Item] = []
         for line in block.split(b"\n")[:-1]:
-            request: Item | None
             try:
-                request = parse_request(line)
+                if (request := parse_request(line)) is not None:  # a blank line gets no answer
+                    items.append(request)
             except WrongCommandError as wrong:
-                request = wrong  # answered error, in its turn
-            if request is not None:  # not a blank line
-                items.append(request)
+                items.append(wrong)  # answered error, in its turn
         return items
 
 
@@ -221,7 +220,7 @@ def encode_points_answer(series: Iterable[tuple[str, Sequence[int], Sequence[flo
     ``series`` yields ``(key, timestamps, values)`` in the order the lines should go out
     (keys ascending, timestamps ascending).
     """
-    return b"".join([b"ok\n", *(encode_series_lines(*one) for one in series), b"\n"])
+    return b"".join([b"ok\n", *starmap(encode_series_lines, series), b"\n"])
 
 
 def encode_series_lines(key: str, timestamps: Sequence[int], values: Sequence[float]) -> bytes:
