@@ -223,18 +223,18 @@ class _Pump:
 
 
 class _FlowControl:
-    """Whether we read from the peer and may write to it (as uvicorn's ``FlowControl``).
+    """Whether we may write to the peer, and whether we read from it (as uvicorn's
+    ``FlowControl``).
 
     asyncio pauses our writing when the transport's buffer passes its high-water mark, that
     is when the peer does not read its answers; we then stop reading its requests too, so a
     peer that sends without reading holds only its own socket's buffers, not ours.
     """
 
-    __slots__ = ("_transport", "reading", "writing")
+    __slots__ = ("_transport", "writing")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
-        self.reading = True
         self.writing = True
         # Room for a few pieces of a big answer, so we encode the next while the system
         # sends the last; a peer that does not read still holds at most this much of ours.
@@ -242,14 +242,14 @@ class _FlowControl:
 
     def read(self, wanted: bool) -> None:
         """Read from the peer if ``wanted`` and its answers are being taken; else pause."""
-        reading = wanted and self.writing
-        if reading == self.reading or self._transport.is_closing():
+        transport = self._transport
+        if transport.is_closing():
             return
-        self.reading = reading
-        if reading:
-            self._transport.resume_reading()
+        # Both calls do nothing if the transport already reads, or pauses (asyncio's, uvloop's).
+        if wanted and self.writing:
+            transport.resume_reading()
         else:
-            self._transport.pause_reading()
+            transport.pause_reading()
 
 
 class _Watchdog:
