@@ -136,7 +136,8 @@ class _ServerState:
         make room first (see :meth:`_make_room`)."""
         if not self.accepting:
             return False
-        if len(self.connections) >= self.settings.max_connections:
+        # (A limit below 1, set on a running server, counts as 1: there is one to close.)
+        if self.connections and len(self.connections) >= self.settings.max_connections:
             self._make_room()
         self.connections.add(connection)
         return True

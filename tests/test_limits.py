@@ -185,6 +185,19 @@ def test_a_limit_set_on_a_running_server_applies() -> None:
             assert read_until_closed(first) == b""
 
 
+def test_a_limit_below_one_set_on_a_running_server_counts_as_one() -> None:
+    # The constructor refuses 0, but an attribute can be set to it: making room among no
+    # connections raised inside connection_made, and no newcomer was ever served.
+    with serve_in_background() as server:
+        assert isinstance(server.server, MetricsServer)
+        server.server.max_connections = 0
+        with socket.create_connection(server.address, timeout=TIMEOUT) as first:
+            first.sendall(b"get x\n")
+            assert first.recv(64) == b"ok\n\n"
+            assert served(server.address)  # the first makes room, as with a limit of 1
+            assert read_until_closed(first) == b""
+
+
 def test_max_connections_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_connections"):
         serve_in_background(max_connections=0)
