@@ -188,12 +188,11 @@ class ServerSession:
             self._ended = True
             items.append(WrongCommandError("line too long"))
         for index, item in enumerate(items):
-            # No backlog (the usual case): nothing waits, so no waiting rule can apply.
-            backlog = self._backlog
-            if backlog is not None and (backlog.held or self.why_wait(item) is not None):
-                backlog.held.extend(items[index:])  # in order, behind any held already
+            if self._backlog is not None:  # something waits: the rest queue, and run by the rules
+                self._backlog.held.extend(items[index:])  # in order, behind any held already
+                self.run_held_requests()
                 return
-            self._run(item)
+            self._run(item)  # nothing waits (the usual case), so no waiting rule can apply
 
     def data_to_send(self, limit: int = ANSWER_BATCH) -> bytes:
         """The answers that are ready, in order: about ``limit`` bytes of them.
