@@ -214,10 +214,10 @@ slower conversion; Windows' long has 32 bits, so there it is ``"q"``."""
 
 
 _POINT: Final = struct.Struct(INT64_TYPECODE + "d")  # native, as the arrays of _split() read
-_PIECE_SIZE: Final = SNAPSHOT_PIECE * _POINT.size  # bytes of packed points in a full piece
 """A point as a :class:`MemoryStore` keeps it: timestamp and value, 16 bytes. (The timestamp's
 code is :data:`INT64_TYPECODE`, not ``"q"``, for the same reason: ``"q"`` converts an int of
 more than 30 bits through a generic routine several times slower, at every put.)"""
+_PIECE_SIZE: Final = SNAPSHOT_PIECE * _POINT.size  # bytes of packed points in a full piece
 
 _RUN: Final = 4
 """How many points per key, on average, a batch needs before :meth:`MemoryStore.write` stores
