@@ -335,7 +335,8 @@ class _Connection(asyncio.Protocol):
     _watchdog: _Watchdog | None = None  # made when a deadline is first watched
 
     last_sign_of_life: int
-    """The number of its last sign of life: a complete request line, or the peer taking
+    """The number of its last sign of life: a chunk that completes a line (any line, blank
+    too: a peer that wants to look alive may as well send requests), or the peer taking
     answer bytes. The connection with the lowest has been quiet the longest."""
 
     def __init__(self, state: _ServerState, session: Session) -> None:
@@ -364,7 +365,7 @@ class _Connection(asyncio.Protocol):
             logger.debug("connection from %s closed%s", self.peer, f": {exc}" if exc else "")
 
     def data_received(self, data: bytes) -> None:
-        if data[-1:] == b"\n":  # whole lines: a sign of life
+        if data[-1:] == b"\n":  # whole lines (blank ones too): a sign of life
             self.last_sign_of_life = next(_SIGNS_OF_LIFE)
         else:
             self._line_begun(data)
@@ -481,7 +482,7 @@ class _Connection(asyncio.Protocol):
         self.last_sign_of_life = next(_SIGNS_OF_LIFE)  # the peer read: it is alive
         self._state.pump.add(self)  # the rest of the answer takes its turns with the others
 
-    # Deadlines: a sign of life is a complete request line, or a peer taking answers.
+    # Deadlines: a sign of life is a chunk that completes a line, or a peer taking answers.
     def _line_begun(self, data: bytes) -> None:
         """A chunk that ends inside a line: note the lines it ends; watch the one it begins."""
         if b"\n" in data:
@@ -541,7 +542,7 @@ class MetricsServer:
       connection closed;
     - at ``max_connections`` open connections (default :data:`DEFAULT_MAX_CONNECTIONS`), a
       newcomer is still served: the connection that has gone longest without a sign of life
-      (a complete request line, or answer bytes taken) is closed to make room, with a warning
+      (a chunk that completes a line, or answer bytes taken) is closed to make room, with a warning
       in the log. Raise it for more concurrent clients;
     - a connection that holds an unfinished request line and completes no line for
       ``line_timeout`` seconds (default :data:`DEFAULT_LINE_TIMEOUT`; ``None`` never) is

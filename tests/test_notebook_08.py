@@ -40,14 +40,18 @@ PRINTED = {
         "data = self.session.data_to_send(ANSWER_PIECE)",  # at most a piece at once
         "self._more_to_do(len(data))",  # the rest is another method's
     ],
+    "_Connection._more_to_do))": [
+        "self._transport.close()",  # the peer is done and has every answer
+        "session.run_held_requests()",  # the loop's second call
+    ],
     "def drain(": ["wants more bytes: True | waits for: None"],  # nothing had to wait
     'session.receive_data(b"put cpu 1 1\\nput cpu 2 2\\nget cpu': [
         "ready to send:    b''",
         "writes started:   2",
         "state=pending>",  # waiting_for: where data_to_send stopped
         "wants more bytes: False",
-        "a get now would wait because: an earlier put is not stored yet",
-        "a put now would wait because: None",
+        "a get, next to run, would wait because: an earlier put is not stored yet",
+        "a put, next to run, would wait because: None",
     ],
     'print("batches committed:  ", later.commit())': [
         "data_to_send:        b'ok\\n\\nok\\n\\n'",  # data_to_send runs no request
