@@ -379,7 +379,8 @@ class _Connection(asyncio.Protocol):
         return True
 
     def _send(self) -> None:
-        """Write the answers that are ready, at most about a piece of them.
+        """Write the answers that are ready, about a piece of them (whole pieces of an answer:
+        it may be up to one piece more).
 
         In the usual case that is all: a small answer, and the session wants more bytes and
         waits for nothing. Anything else is :meth:`_more_to_do`'s (held-back requests too: a
@@ -423,8 +424,9 @@ class _Connection(asyncio.Protocol):
         return more
 
     def _write_answers(self, limit: int) -> bool:
-        """Write the answers that are ready, about ``limit`` bytes at most, running the
-        held-back requests as they may run; say whether more is ready."""
+        """Write the answers that are ready, about ``limit`` bytes (up to one piece of an
+        answer more), running the held-back requests as they may run; say whether the pump
+        should write more: a piece's worth went out, and the peer takes its answers."""
         session, sent = self.session, 0
         while True:
             data = session.data_to_send(limit - sent)

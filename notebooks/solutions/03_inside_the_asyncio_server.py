@@ -137,7 +137,8 @@ async def check_without_buffer() -> None:
     server.close()
     await server.wait_closed()
     # The split rules fail: a request cut into "pu" and "t key 1.5 100" is answered as two
-    # wrong commands; and with no buffer there is no line to measure, so long-line fails too.
+    # wrong commands. long-line fails too: MetricsProtocol checks a line's length in its
+    # data_received, beside the buffer, and this data_received checks none.
     # The course's rules pass, because each of them sends whole lines in one write, and over
     # loopback one write arrives as one chunk. Across a real network TCP may split any
     # request, and this server would then answer garbage.
