@@ -51,10 +51,11 @@ from metrics_lab.fastpath import FastParser
 from metrics_lab.graphite import GraphiteIngest
 from metrics_lab.logs import nonblocking_logging
 from metrics_lab.protocol import DEFAULT_MAX_LINE, SimpleParser
-from metrics_lab.session import ANSWER_PIECE, ServerSession, Session
+from metrics_lab.session import ServerSession, Session
 from metrics_lab.storage import MemoryStore, Storage
 
 __all__ = [
+    "ANSWER_PIECE",
     "DEFAULT_LINE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "LOOP_CHOICES",
@@ -79,6 +80,11 @@ then it is closed (a peer trickling bytes that never end a line cannot hold a sl
 WRITE_BUFFER_HIGH: Final = 1024 * 1024
 """Bytes of answers a connection buffers before it waits for the peer to read (flow control):
 room for several pieces of a long answer, so the next is encoded while the system sends."""
+
+ANSWER_PIECE: Final = 16 * 1024
+"""About how many bytes of answers a connection asks its session for when it answers what
+the peer just sent (about a store's piece of a get's answer, well under a millisecond of
+work); more than that goes out in the pump's turns for long answers."""
 
 PUMP_PIECE: Final = 2 * ANSWER_PIECE
 """Bytes of a big answer written in one of its turns (few system calls, under a millisecond)."""
@@ -224,8 +230,8 @@ class _Pump:
 
 
 class _FlowControl:
-    """Whether we may write to the peer, and whether we read from it (as uvicorn's
-    ``FlowControl``).
+    """Whether we may write to the peer; reading is paused or resumed on the transport, which
+    keeps that state (as uvicorn's ``FlowControl``).
 
     asyncio pauses our writing when the transport's buffer passes its high-water mark, that
     is when the peer does not read its answers; we then stop reading its requests too, so a
@@ -237,8 +243,6 @@ class _FlowControl:
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self.writing = True
-        # Room for a few pieces of a big answer, so we encode the next while the system
-        # sends the last; a peer that does not read still holds at most this much of ours.
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
     def read(self, wanted: bool) -> None:
@@ -470,7 +474,8 @@ class _Connection(asyncio.Protocol):
         self._waited = None
         if not self._transport.is_closing():
             self._send()
-            # Its answers may be what the session waited for to want data again.
+            # A session may want data again without answering (the Graphite port, once its
+            # writes are stored), and _send's usual case does not touch reading.
             self.flow.read(self.session.wants_data)
 
     # Flow control: asyncio calls these when the transport's write buffer passes its high

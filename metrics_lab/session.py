@@ -74,7 +74,6 @@ from metrics_lab.storage import STORED, Series, Snapshot, Storage, one_line
 
 __all__ = [
     "ANSWER_BATCH",
-    "ANSWER_PIECE",
     "STORE_ERROR_ANSWER",
     "ServerSession",
     "Session",
@@ -93,11 +92,6 @@ _UNSTORED = LogSummary(
 ANSWER_BATCH: Final = 256 * 1024
 """How many bytes :meth:`ServerSession.data_to_send` aims at in one call, unless told
 otherwise (see there for how far past it one call may go)."""
-
-ANSWER_PIECE: Final = 16 * 1024
-"""About how many bytes a server asks :meth:`ServerSession.data_to_send` for when it answers
-what a peer just sent (about a store's piece of a get's answer, well under a millisecond of
-work); more than that goes out in the server's turns for long answers."""
 
 MAX_QUEUED_ANSWERS: Final = 1024
 """How many answers a session keeps queued behind one still in the making (a long get's, or

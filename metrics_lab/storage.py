@@ -354,15 +354,15 @@ class MemoryStore(Storage):
         A timestamp outside 64 bits or a value that is not a number gives a failed future
         (the protocol never lets either through); the points before it are stored.
         """
-        keys, values, timestamps = batch.keys, batch.values, batch.timestamps
+        keys, timestamps, values = batch.keys, batch.timestamps, batch.values
         count = len(keys)
-        if not count == len(values) == len(timestamps):
+        if not count == len(timestamps) == len(values):
             return failed_write("a batch's columns differ in length")
         all_points, newest, pack = self._points, self._newest, _POINT.pack
         try:
             # (The count is tested here too: a lone put costs little more than a function call.)
             if count >= _RUN and (period := round_robin_period(keys)) is not None:
-                keys, values, timestamps = self._write_runs(keys, values, timestamps, period)
+                keys, timestamps, values = self._write_runs(keys, timestamps, values, period)
             # The points left, one at a time. No strict= keyword: any keyword makes zip()
             # slower than storing one point. The lengths were checked above.
             for key, value, timestamp in zip(keys, values, timestamps):  # noqa: B905
@@ -387,8 +387,8 @@ class MemoryStore(Storage):
         return STORED
 
     def _write_runs(
-        self, keys: Sequence[str], values: Sequence[float], timestamps: Sequence[int], period: int
-    ) -> tuple[Sequence[str], Sequence[float], Sequence[int]]:
+        self, keys: Sequence[str], timestamps: Sequence[int], values: Sequence[float], period: int
+    ) -> tuple[Sequence[str], Sequence[int], Sequence[float]]:
         """Store a batch whose keys come round every ``period`` points (see
         :func:`round_robin_period`) a key at a time, as far as it can in one go; return the
         points left for :meth:`write` to store one at a time.
@@ -405,11 +405,11 @@ class MemoryStore(Storage):
                 packed = _packed_run(run_timestamps, run_values)
                 runs.append((keys[first], run_timestamps, run_values, packed))
         except (struct.error, OverflowError, TypeError, ValueError):
-            return keys, values, timestamps
+            return keys, timestamps, values
         all_points, newest = self._points, self._newest
         left_keys: list[str] = []
-        left_values: list[float] = []
         left_timestamps: list[int] = []
+        left_values: list[float] = []
         for key, run_timestamps, run_values, packed in runs:
             last = newest.get(key)
             # Strictly ascending (one C loop over pairs) and newer than the key's newest:
@@ -425,9 +425,9 @@ class MemoryStore(Storage):
                 newest[key] = run_timestamps[-1]
             else:
                 left_keys += [key] * len(run_timestamps)
-                left_values += run_values
                 left_timestamps += run_timestamps
-        return left_keys, left_values, left_timestamps
+                left_values += run_values
+        return left_keys, left_timestamps, left_values
 
     def snapshot(self, key: str | None = None) -> Snapshot:
         """``key``'s series, or every series by ascending key, as of now; see :class:`Storage`.

@@ -13,8 +13,8 @@ import pytest
 from metrics_lab import MemoryStore
 from metrics_lab.fastpath import FastParser
 from metrics_lab.protocol import GetRequest, PutRequest
+from metrics_lab.server import ANSWER_PIECE
 from metrics_lab.session import (
-    ANSWER_PIECE,
     MAX_QUEUED_ANSWERS,
     MAX_UNSTORED_POINTS,
     STORE_ERROR_ANSWER,
