@@ -20,15 +20,15 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["program_source", "without_todos"]
+__all__ = ["program_source"]
 
 _TODO = re.compile(r"#\s*TODO\b")  # a TODO comment, on a line of its own or after code
 
 
-def without_todos(source: str) -> str:
+def _without_todos(source: str) -> str:
     """``source`` without its TODO comments, each with the comment lines right under it.
 
-    >>> print(without_todos("x = 1  # TODO: check\\n# TODO: more\\n# still the note\\ny = 2\\n"))
+    >>> print(_without_todos("x = 1  # TODO: check\\n# TODO: more\\n# still the note\\ny = 2\\n"))
     x = 1
     y = 2
     <BLANKLINE>
@@ -53,16 +53,25 @@ def _own_members(cls: type, module: str) -> dict[str, Any]:
     return members
 
 
-def _class_source(cls: type, name: str, module: str) -> str:
-    """``cls`` as one class statement named ``name``: the methods it and its bases of
-    ``module`` define, its attributes first, as a reader expects."""
+def _base(cls: type, module: str) -> tuple[str, str | None]:
+    """How the program names the first base of ``cls`` that ``module`` did not define, and
+    the module it must import for that (``None`` for a builtin such as ``object``)."""
     base = next(klass for klass in cls.__mro__ if klass.__module__ != module)
-    base_name = base.__name__ if base.__module__ == "builtins" else f"asyncio.{base.__name__}"
-    header = f"class {name}:" if base is object else f"class {name}({base_name}):"
+    if base.__module__ == "builtins":
+        return base.__name__, None
+    package = base.__module__.partition(".")[0]  # asyncio.protocols.Protocol is asyncio.Protocol
+    return f"{package}.{base.__name__}", package
+
+
+def _class_source(name: str, base: str, members: Mapping[str, Any]) -> str:
+    """A class statement named ``name`` on ``base`` with ``members`` (the methods and
+    attributes of the notebook's classes it is made of), its attributes first, as a reader
+    expects."""
+    header = f"class {name}:" if base == "object" else f"class {name}({base}):"
     attributes, methods = "", []
-    for attribute, value in _own_members(cls, module).items():
+    for attribute, value in members.items():
         if inspect.isfunction(value):
-            method = without_todos(textwrap.dedent(inspect.getsource(value)))
+            method = _without_todos(textwrap.dedent(inspect.getsource(value)))
             methods.append(textwrap.indent(method, "    "))
         elif not attribute.startswith("__"):
             attributes += f"    {attribute} = {value!r}\n"
@@ -102,11 +111,14 @@ def program_source(
     while waiting:  # each definition may use more names of the notebook: follow them all
         name, thing = waiting.pop(0)
         if isinstance(thing, type):
-            definitions.append(_class_source(thing, name, module))
-            members = _own_members(thing, module).values()
-            functions = [member for member in members if inspect.isfunction(member)]
+            members = _own_members(thing, module)
+            base, base_module = _base(thing, module)
+            if base_module is not None:
+                modules.add(base_module)
+            definitions.append(_class_source(name, base, members))
+            functions = [member for member in members.values() if inspect.isfunction(member)]
         else:
-            definitions.append(without_todos(textwrap.dedent(inspect.getsource(thing))))
+            definitions.append(_without_todos(textwrap.dedent(inspect.getsource(thing))))
             functions = [thing]
         for used in dict.fromkeys(n for f in functions for n in _global_names(f.__code__)):
             if used in seen or used not in namespace:

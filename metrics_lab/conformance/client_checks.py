@@ -1020,14 +1020,13 @@ def load_client(spec: str) -> tuple[type[Any], type[BaseException]]:
             loader_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
+    except (ImportError, OSError) as exc:
         hint = ""
-        if exc.name == module_name.partition(".")[0]:  # the learner's module, not one it imports
+        # The learner's module itself is not found (not one it imports): say where to run.
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.partition(".")[0]:
             where = module_name.replace(".", "/") + ".py"
             hint = f" (run this in the folder of {where}, or give its path)"
         raise ValueError(f"cannot import {module_name!r}: {exc}{hint}") from exc
-    except (ImportError, OSError) as exc:
-        raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
     except SyntaxError as exc:  # the learner's file does not parse: where, not our traceback
         raise ValueError(
             f"cannot import {module_name!r}: {exc.filename}, line {exc.lineno}: {exc.msg}"
