@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,15 @@ pytest_plugins = ["tests.pg_cluster"]  # PostgreSQL fixtures: pg_cluster, pg_url
 
 TIMEOUT = 5.0
 """Seconds any test waits for a socket before failing (never reached when things work)."""
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``condition`` until it holds; fail, saying ``what`` was awaited, after ``timeout``
+    seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)  # a pause between polls
 
 
 @pytest.fixture

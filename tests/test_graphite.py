@@ -34,7 +34,7 @@ from metrics_lab.graphite import (
 from metrics_lab.session import MAX_UNSTORED_POINTS
 from metrics_lab.sqlite_store import SQLiteStore
 from metrics_lab.storage import MemoryStore
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, wait_until
 from tests.later_store import LaterStore
 from tests.serve_process import ServeProcess
 from tests.test_durable_commit import fill_to_the_last_page
@@ -311,10 +311,10 @@ def test_the_port_reads_again_once_a_slow_store_catches_up() -> None:
     ):
         sender = threading.Thread(target=agent.sendall, args=(lines,))
         sender.start()
-        for _ in range(1000):  # until the server has read what it may before the store answers
-            if store.points_written >= MAX_UNSTORED_POINTS:
-                break
-            time.sleep(0.01)
+        wait_until(
+            lambda: store.points_written >= MAX_UNSTORED_POINTS,
+            "the server has read what it may before the store answers",
+        )
         assert MAX_UNSTORED_POINTS <= store.points_written < total
         store.open = True
         store.commit()  # as a durable store does, from a thread of its own

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -14,6 +13,7 @@ from benchmarks.postgres import Ingest, stored_timestamps
 from metrics_lab import Client, ClientError
 from metrics_lab.postgres_cluster import Cluster
 from metrics_lab.postgres_store import POINTS_TABLE
+from tests.conftest import wait_until
 from tests.serve_process import ServeProcess
 
 WAIT = 60.0  # seconds a condition may take before the test fails (never reached when it works)
@@ -23,14 +23,6 @@ WAIT = 60.0  # seconds a condition may take before the test fails (never reached
 def servers(url: str, count: int) -> Iterator[list[ServeProcess]]:
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(ServeProcess("--db", url)) for _ in range(count)]
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds; fail after :data:`WAIT` seconds."""
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)  # a pause between polls
 
 
 def test_puts_through_one_server_are_read_through_another(pg_url: str):
@@ -96,7 +88,9 @@ def test_killing_a_server_mid_ingest_loses_no_acknowledged_point(pg_url: str):
         doomed.start()
         steady.start()
         try:
-            wait_until(lambda: len(doomed.acked) >= 2_000, "the first server acknowledged puts")
+            wait_until(
+                lambda: len(doomed.acked) >= 2_000, "the first server acknowledged puts", WAIT
+            )
             victim.proc.kill()  # SIGKILL on POSIX: no goodbye, no flush
             doomed.join(WAIT)
             steady.join(WAIT)
@@ -121,10 +115,10 @@ def test_a_database_restart_gives_errors_meanwhile_and_the_server_recovers_by_it
         ingest = Ingest(server.address, "through", batch=50)
         ingest.start()
         try:
-            wait_until(lambda: len(ingest.acked) >= 500, "puts were acknowledged")
+            wait_until(lambda: len(ingest.acked) >= 500, "puts were acknowledged", WAIT)
             pg_cluster.stop("immediate")  # a crash of the database
             try:
-                wait_until(lambda: ingest.refused > 0, "puts were refused")
+                wait_until(lambda: ingest.refused > 0, "puts were refused", WAIT)
                 with (
                     Client(*server.address, timeout=WAIT) as client,
                     pytest.raises(ClientError, match="store unavailable"),
@@ -133,7 +127,7 @@ def test_a_database_restart_gives_errors_meanwhile_and_the_server_recovers_by_it
             finally:
                 pg_cluster.start()
             acked_before = len(ingest.acked)
-            wait_until(lambda: len(ingest.acked) > acked_before + 500, "puts succeeded again")
+            wait_until(lambda: len(ingest.acked) > acked_before + 500, "puts succeeded again", WAIT)
         finally:
             ingest.stop()
         assert server.proc.poll() is None, "the server stayed up"
