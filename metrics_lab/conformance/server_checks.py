@@ -645,7 +645,7 @@ def _long_line(ctx: ServerContext) -> None:
             + (" (it did not close it)" if reading.ending == "timeout" else "")
             + (
                 ": the long line came whole, ending in \\n, so check each complete line's length "
-                "too, not only the unfinished rest in the buffer"
+                "too, not only the unfinished rest of a line you buffer"
                 if reading.data.startswith(b"ok\n")
                 else ""
             ),

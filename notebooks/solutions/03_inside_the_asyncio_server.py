@@ -130,8 +130,8 @@ class NoBufferProtocol(MetricsProtocol):
 async def check_without_buffer() -> None:
     server = await asyncio.get_running_loop().create_server(NoBufferProtocol, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    # timeout: how long the checker waits for each answer; a server without a buffer never
-    # answers some requests, and each of those checks would wait the default 2 s for nothing.
+    # timeout: how long the checker waits for an answer or a close; this server never closes
+    # the connection after the long line, and that check would wait the default 2 s.
     report = await asyncio.to_thread(check_server, "127.0.0.1", port, timeout=0.5)
     print(report.table(failures_only=True))
     server.close()
